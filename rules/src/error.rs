@@ -1,0 +1,25 @@
+//! The one error type of the rules crate.
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in pure code: bad input data or bad rule files.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A timestamp could not be parsed.
+    #[error("invalid timestamp {value:?}: {reason}")]
+    InvalidTime { value: String, reason: String },
+    /// A CloudEvents document is not a valid Causeway event.
+    #[error("invalid event: {reason}")]
+    InvalidEvent { reason: String },
+    /// A rule file failed validation.
+    #[error("{file}: {field}: {reason}")]
+    InvalidRule {
+        file: String,
+        field: String,
+        reason: String,
+    },
+    /// Checkpointed correlation state could not be read back.
+    #[error("invalid correlation state: {reason}")]
+    InvalidState { reason: String },
+}

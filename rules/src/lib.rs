@@ -1,0 +1,25 @@
+//! Causeway's vocabulary and its pure correlation core.
+//!
+//! Everything here is deterministic and free of I/O: events, the service catalog,
+//! rule files and the correlation state machine that links causes to effects and
+//! turns chains into incidents. Time enters only as data ([`EventTime`] values and
+//! the watermark), so the same events always produce the same incidents, whether
+//! they arrive live, from a restart, or from a replay of history.
+
+pub mod catalog;
+pub mod correlate;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod rule;
+pub mod time;
+
+pub use catalog::{Catalog, ServiceEntry};
+pub use correlate::{
+    CorrelatorConfig, Correlator, EdgeRole, IncidentEdge, IncidentState, IncidentVersion, Matches,
+    Output, PushOutcome,
+};
+pub use error::{Error, Result};
+pub use event::{Event, EventKind, Severity};
+pub use rule::{RulePack, RuleSpec};
+pub use time::{EventTime, ProcessingTime};
