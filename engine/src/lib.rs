@@ -1,1 +1,23 @@
-pub fn x(){}
+//! Causeway's engine: where events become Arrow batches, rules become vectorized
+//! predicates, the pure correlator is driven by watermarks, and results land in a
+//! Parquet history that DataFusion queries.
+//!
+//! The engine never talks to Kafka or HTTP: the binary feeds it records read from
+//! the event log and hands what it emits to the sinks. It owns time: per-source
+//! watermarks with idleness are computed here from processing time, and passed to
+//! the correlator as data.
+
+pub mod driver;
+pub mod error;
+pub mod history;
+pub mod metrics;
+pub mod predicate;
+pub mod schema;
+pub mod sql;
+pub mod watermark;
+
+pub use driver::{Engine, EngineOptions, EngineStatus, LogPosition};
+pub use error::{Error, Result};
+pub use history::History;
+pub use sql::{HistoryReader, QueryLimits};
+pub use watermark::{SourceTiming, WatermarkConfig};

@@ -1,0 +1,268 @@
+//! The Parquet history: `events`, `incidents`, `incident_events` (and, as later
+//! stages write them, `late_events` and `actions`) under `<data_dir>/history`.
+//!
+//! Rows produced by the engine are held as pending Arrow batches and committed in
+//! one step: each table's rows are written to `<table>/dt=YYYY-MM-DD/
+//! part-<seq>.parquet` (written under a temporary name, fsynced, renamed), and then
+//! the engine checkpoint records `seq` as committed. A file whose `seq` is above the
+//! checkpoint's belongs to a commit that never finished; it is removed at open and
+//! never read, so no half-written commit is ever visible. Readers see committed
+//! files plus pending rows, taken together under one lock.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::SchemaRef;
+use chrono::DateTime;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::metrics;
+use crate::schema;
+use crate::{Error, Result};
+
+/// A history table: its name, schema and the time column it is partitioned by.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    pub name: &'static str,
+    pub schema: &'static std::sync::LazyLock<SchemaRef>,
+    pub time_column: &'static str,
+}
+
+/// Every history table.
+pub const TABLES: [Table; 5] = [
+    Table {
+        name: "events",
+        schema: &schema::EVENTS,
+        time_column: "time",
+    },
+    Table {
+        name: "incidents",
+        schema: &schema::INCIDENTS,
+        time_column: "updated_at",
+    },
+    Table {
+        name: "incident_events",
+        schema: &schema::INCIDENT_EVENTS,
+        time_column: "time",
+    },
+    Table {
+        name: "late_events",
+        schema: &schema::EVENTS,
+        time_column: "time",
+    },
+    Table {
+        name: "actions",
+        schema: &schema::ACTIONS,
+        time_column: "decided_at",
+    },
+];
+
+/// What a reader sees of one table at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct TableSnapshot {
+    pub files: Vec<PathBuf>,
+    pub pending: Vec<RecordBatch>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    files: BTreeMap<&'static str, Vec<PathBuf>>,
+    pending: BTreeMap<&'static str, Vec<RecordBatch>>,
+}
+
+/// The history of one engine: committed Parquet files and pending rows.
+#[derive(Debug, Clone)]
+pub struct History {
+    dir: PathBuf,
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl History {
+    /// Opens the history under `dir`, removing files of commits above `committed_seq`.
+    pub fn open(dir: &Path, committed_seq: u64) -> Result<History> {
+        let files = scan(dir, Some(committed_seq), true)?;
+        Ok(History {
+            dir: dir.to_owned(),
+            inner: Arc::new(RwLock::new(Inner {
+                files,
+                pending: BTreeMap::new(),
+            })),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds rows to a table's pending set.
+    pub fn append(&self, table: &'static str, batch: RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.pending.entry(table).or_default().push(batch);
+    }
+
+    /// Whether any rows wait to be committed.
+    pub fn has_pending(&self) -> bool {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.pending.values().any(|v| !v.is_empty())
+    }
+
+    /// Writes every pending row as Parquet files of commit `seq`. The caller makes
+    /// the commit durable (checkpoint) and then calls [`History::publish`].
+    pub fn write_pending(&self, seq: u64) -> Result<Vec<(&'static str, PathBuf, usize)>> {
+        let pending: BTreeMap<&'static str, Vec<RecordBatch>> = {
+            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            inner.pending.clone()
+        };
+        let mut written = Vec::new();
+        for table in TABLES {
+            let Some(batches) = pending.get(table.name).filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let all = concat_batches(table.schema, batches)?;
+            for (day, rows) in split_by_day(&all, table.time_column)? {
+                let dir = self.dir.join(table.name).join(format!("dt={day}"));
+                fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+                let path = dir.join(format!("part-{seq:020}.parquet"));
+                write_parquet(&path, &rows)?;
+                sync_dir(&dir)?;
+                written.push((table.name, path, rows.num_rows()));
+            }
+        }
+        Ok(written)
+    }
+
+    /// Makes files written by [`History::write_pending`] visible to readers and
+    /// drops the pending rows they hold, in one step.
+    pub fn publish(&self, written: Vec<(&'static str, PathBuf, usize)>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        for (table, path, rows) in written {
+            metrics::HISTORY_ROWS
+                .with_label_values(&[table])
+                .inc_by(rows as u64);
+            inner.files.entry(table).or_default().push(path);
+        }
+        inner.pending.clear();
+    }
+
+    /// A consistent view of one table.
+    pub fn snapshot(&self, table: &str) -> TableSnapshot {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        TableSnapshot {
+            files: inner.files.get(table).cloned().unwrap_or_default(),
+            pending: inner.pending.get(table).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Lists committed files per table; with `cleanup`, removes temporaries and files
+/// above `committed_seq`, otherwise just skips them.
+pub(crate) fn scan(
+    dir: &Path,
+    committed_seq: Option<u64>,
+    cleanup: bool,
+) -> Result<BTreeMap<&'static str, Vec<PathBuf>>> {
+    let mut out = BTreeMap::new();
+    for table in TABLES {
+        let tdir = dir.join(table.name);
+        let mut files = Vec::new();
+        if !tdir.exists() {
+            out.insert(table.name, files);
+            continue;
+        }
+        for day in fs::read_dir(&tdir).map_err(Error::io("list", &tdir))? {
+            let day = day.map_err(Error::io("list", &tdir))?.path();
+            if !day.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&day).map_err(Error::io("list", &day))? {
+                let path = f.map_err(Error::io("list", &day))?.path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let seq = name
+                    .strip_prefix("part-")
+                    .and_then(|n| n.strip_suffix(".parquet"))
+                    .and_then(|n| n.parse::<u64>().ok());
+                let keep = match (seq, committed_seq) {
+                    (Some(s), Some(c)) => s <= c,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if keep {
+                    files.push(path);
+                } else if cleanup {
+                    fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+                }
+            }
+        }
+        files.sort();
+        out.insert(table.name, files);
+    }
+    Ok(out)
+}
+
+fn split_by_day(batch: &RecordBatch, column: &str) -> Result<Vec<(String, RecordBatch)>> {
+    let times = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| Error::Internal(format!("no timestamp column {column}")))?;
+    const DAY: i64 = 86_400_000_000;
+    let days: Vec<i64> = (0..times.len())
+        .map(|i| times.value(i).div_euclid(DAY))
+        .collect();
+    let mut distinct = days.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() == 1 {
+        return Ok(vec![(day_name(distinct[0] * DAY), batch.clone())]);
+    }
+    let mut out = Vec::with_capacity(distinct.len());
+    for d in distinct {
+        let mask = BooleanArray::from(days.iter().map(|x| *x == d).collect::<Vec<_>>());
+        out.push((day_name(d * DAY), filter_record_batch(batch, &mask)?));
+    }
+    Ok(out)
+}
+
+fn day_name(micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "1970-01-01".into())
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    let buf = writer.into_inner()?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
+    file.sync_all().map_err(Error::io("sync", &tmp))?;
+    fs::rename(&tmp, path).map_err(Error::io("rename", path))?;
+    Ok(())
+}
+
+/// Makes a rename or create in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("sync", dir))
+}

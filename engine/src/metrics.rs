@@ -1,0 +1,101 @@
+//! All engine metrics, registered once in the default Prometheus registry.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, register_histogram,
+    register_int_counter, register_int_counter_vec, register_int_gauge,
+};
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register_int_counter_vec!(Opts::new(name, help), labels)
+        .unwrap_or_else(|_| IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register_int_counter!(name, help)
+        .unwrap_or_else(|_| IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    register_int_gauge!(name, help)
+        .unwrap_or_else(|_| IntGauge::new(name, help).expect("valid metric"))
+}
+
+/// Events offered to the correlator, by source and outcome
+/// (buffered, applied_late, duplicate, too_late).
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "causeway_engine_events_total",
+        "Events offered to the correlator, by source and outcome",
+        &["source", "outcome"],
+    )
+});
+
+/// Incident versions emitted.
+pub static INCIDENT_VERSIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "causeway_engine_incident_versions_total",
+        "Incident versions emitted",
+    )
+});
+
+/// Events waiting for the watermark.
+pub static PENDING_EVENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_pending_events",
+        "Events buffered until the watermark passes them",
+    )
+});
+
+/// Incidents held in correlation state.
+pub static OPEN_INCIDENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_state_incidents",
+        "Incidents held in correlation state",
+    )
+});
+
+/// Causes buffered for linking.
+pub static BUFFERED_CAUSES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_state_causes",
+        "Cause events buffered for linking",
+    )
+});
+
+/// Watermark, seconds since the epoch.
+pub static WATERMARK: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_watermark_seconds",
+        "Event-time watermark, seconds since the Unix epoch",
+    )
+});
+
+/// Time to flush history and write a checkpoint.
+pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "causeway_history_commit_duration_seconds",
+        "Time to write pending history as Parquet and checkpoint the engine",
+    );
+    register_histogram!(opts.clone())
+        .unwrap_or_else(|_| Histogram::with_opts(opts).expect("valid metric"))
+});
+
+/// History rows written to Parquet, by table.
+pub static HISTORY_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "causeway_history_rows_total",
+        "Rows committed to the Parquet history, by table",
+        &["table"],
+    )
+});
+
+/// SQL queries, by surface outcome (ok, rejected, timeout, error).
+pub static QUERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "causeway_sql_queries_total",
+        "SQL queries over the history, by outcome",
+        &["outcome"],
+    )
+});

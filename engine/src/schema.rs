@@ -1,0 +1,235 @@
+//! Arrow schemas of the history tables, and conversions from the rules crate's
+//! types into record batches.
+//!
+//! Times are `Timestamp(Microsecond, "UTC")`, like [`causeway_rules::EventTime`].
+//! Event attributes are a `Map<Utf8, Utf8>` so rules and SQL can write
+//! `attributes['alertname']`.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{
+    Array, ArrayRef, Float64Builder, MapBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    UInt32Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use causeway_rules::{Event, IncidentEdge, IncidentVersion};
+
+use crate::Result;
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+}
+
+fn attributes_type() -> DataType {
+    map_builder().finish().data_type().clone()
+}
+
+/// `events`: one row per normalized event.
+pub static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("source_event_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("time", ts(), false),
+        Field::new("ingested_at", ts(), false),
+        Field::new("scope", DataType::Utf8, false),
+        Field::new("entity", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("summary", DataType::Utf8, false),
+        Field::new("attributes", attributes_type(), false),
+        Field::new("raw", DataType::Utf8, false),
+    ]))
+});
+
+/// `incidents`: one row per incident version.
+pub static INCIDENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("incident_id", DataType::Utf8, false),
+        Field::new("version", DataType::UInt32, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new("rule_id", DataType::Utf8, false),
+        Field::new("rule_version", DataType::UInt32, false),
+        Field::new("scope", DataType::Utf8, false),
+        Field::new("entity", DataType::Utf8, false),
+        Field::new("root_cause_event_id", DataType::Utf8, true),
+        Field::new("opened_at", ts(), false),
+        Field::new("updated_at", ts(), false),
+        Field::new("resolved_at", ts(), true),
+        Field::new("event_count", DataType::UInt32, false),
+    ]))
+});
+
+/// `incident_events`: one row per (incident, event) edge.
+pub static INCIDENT_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("incident_id", DataType::Utf8, false),
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("role", DataType::Utf8, false),
+        Field::new("linked_by", DataType::Utf8, false),
+        Field::new("rule_version", DataType::UInt32, false),
+        Field::new("lag_seconds", DataType::Float64, false),
+        Field::new("join_key", DataType::Utf8, false),
+        Field::new("time", ts(), false),
+    ]))
+});
+
+/// `actions`: one row per runbook decision (written by the runbook kernel).
+pub static ACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("action_id", DataType::Utf8, false),
+        Field::new("incident_id", DataType::Utf8, false),
+        Field::new("runbook", DataType::Utf8, false),
+        Field::new("action_class", DataType::Utf8, false),
+        Field::new("decision", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("decided_at", ts(), false),
+        Field::new("target", DataType::Utf8, false),
+    ]))
+});
+
+/// Events as one record batch with the `events` schema.
+pub fn events_batch(events: &[Event]) -> Result<RecordBatch> {
+    let n = events.len();
+    let mut event_id = StringBuilder::with_capacity(n, n * 36);
+    let mut source = StringBuilder::with_capacity(n, n * 12);
+    let mut source_event_id = StringBuilder::with_capacity(n, n * 32);
+    let mut kind = StringBuilder::with_capacity(n, n * 6);
+    let mut time = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut scope = StringBuilder::with_capacity(n, n * 8);
+    let mut entity = StringBuilder::with_capacity(n, n * 12);
+    let mut severity = StringBuilder::with_capacity(n, n * 8);
+    let mut status = StringBuilder::with_capacity(n, n * 8);
+    let mut summary = StringBuilder::with_capacity(n, n * 48);
+    let mut attributes = map_builder();
+    let mut raw = StringBuilder::with_capacity(n, n * 256);
+    for e in events {
+        event_id.append_value(&e.id);
+        source.append_value(&e.source);
+        source_event_id.append_value(&e.source_event_id);
+        kind.append_value(e.kind.as_str());
+        time.append_value(e.time.as_micros());
+        ingested.append_value(e.ingested_at.as_micros());
+        scope.append_value(&e.scope);
+        entity.append_value(&e.entity);
+        severity.append_value(e.severity.as_str());
+        status.append_value(&e.status);
+        summary.append_value(&e.summary);
+        for (k, v) in &e.attributes {
+            attributes.keys().append_value(k);
+            attributes.values().append_value(v);
+        }
+        attributes.append(true)?;
+        raw.append_value(&e.raw);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(event_id.finish()),
+        Arc::new(source.finish()),
+        Arc::new(source_event_id.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(time.finish()),
+        Arc::new(ingested.finish()),
+        Arc::new(scope.finish()),
+        Arc::new(entity.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(status.finish()),
+        Arc::new(summary.finish()),
+        Arc::new(attributes.finish()),
+        Arc::new(raw.finish()),
+    ];
+    Ok(RecordBatch::try_new(EVENTS.clone(), columns)?)
+}
+
+/// Incident versions as one record batch with the `incidents` schema.
+pub fn incidents_batch(rows: &[IncidentVersion]) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut id = StringBuilder::with_capacity(n, n * 36);
+    let mut version = UInt32Builder::with_capacity(n);
+    let mut state = StringBuilder::with_capacity(n, n * 8);
+    let mut title = StringBuilder::with_capacity(n, n * 64);
+    let mut severity = StringBuilder::with_capacity(n, n * 8);
+    let mut rule_id = StringBuilder::with_capacity(n, n * 16);
+    let mut rule_version = UInt32Builder::with_capacity(n);
+    let mut scope = StringBuilder::with_capacity(n, n * 8);
+    let mut entity = StringBuilder::with_capacity(n, n * 12);
+    let mut root = StringBuilder::with_capacity(n, n * 36);
+    let mut opened = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut updated = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut resolved = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut count = UInt32Builder::with_capacity(n);
+    for r in rows {
+        id.append_value(&r.incident_id);
+        version.append_value(r.version);
+        state.append_value(r.state.as_str());
+        title.append_value(&r.title);
+        severity.append_value(r.severity.as_str());
+        rule_id.append_value(&r.rule_id);
+        rule_version.append_value(r.rule_version);
+        scope.append_value(&r.scope);
+        entity.append_value(&r.entity);
+        root.append_option(r.root_cause_event_id.as_deref());
+        opened.append_value(r.opened_at.as_micros());
+        updated.append_value(r.updated_at.as_micros());
+        resolved.append_option(r.resolved_at.map(|t| t.as_micros()));
+        count.append_value(r.event_count);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(version.finish()),
+        Arc::new(state.finish()),
+        Arc::new(title.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(rule_id.finish()),
+        Arc::new(rule_version.finish()),
+        Arc::new(scope.finish()),
+        Arc::new(entity.finish()),
+        Arc::new(root.finish()),
+        Arc::new(opened.finish()),
+        Arc::new(updated.finish()),
+        Arc::new(resolved.finish()),
+        Arc::new(count.finish()),
+    ];
+    Ok(RecordBatch::try_new(INCIDENTS.clone(), columns)?)
+}
+
+/// Edges as one record batch with the `incident_events` schema.
+pub fn edges_batch(rows: &[IncidentEdge]) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut incident_id = StringBuilder::with_capacity(n, n * 36);
+    let mut event_id = StringBuilder::with_capacity(n, n * 36);
+    let mut role = StringBuilder::with_capacity(n, n * 6);
+    let mut linked_by = StringBuilder::with_capacity(n, n * 16);
+    let mut rule_version = UInt32Builder::with_capacity(n);
+    let mut lag = Float64Builder::with_capacity(n);
+    let mut join_key = StringBuilder::with_capacity(n, n * 24);
+    let mut time = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    for r in rows {
+        incident_id.append_value(&r.incident_id);
+        event_id.append_value(&r.event_id);
+        role.append_value(r.role.as_str());
+        linked_by.append_value(&r.linked_by);
+        rule_version.append_value(r.rule_version);
+        lag.append_value(r.lag_seconds);
+        join_key.append_value(&r.join_key);
+        time.append_value(r.time.as_micros());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(incident_id.finish()),
+        Arc::new(event_id.finish()),
+        Arc::new(role.finish()),
+        Arc::new(linked_by.finish()),
+        Arc::new(rule_version.finish()),
+        Arc::new(lag.finish()),
+        Arc::new(join_key.finish()),
+        Arc::new(time.finish()),
+    ];
+    Ok(RecordBatch::try_new(INCIDENT_EVENTS.clone(), columns)?)
+}

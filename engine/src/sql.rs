@@ -1,0 +1,197 @@
+//! Read-only SQL over the history, with DataFusion.
+//!
+//! Each query gets a fresh `SessionContext` over a consistent snapshot: committed
+//! Parquet files plus rows not yet flushed. Queries are read-only (no DDL, DML or
+//! `SET`), cannot name files (URL tables stay off), run under a memory limit and a
+//! time limit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+use crate::history::{self, History, TABLES, TableSnapshot};
+use crate::{Error, Result, metrics};
+
+/// Limits applied to every query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+        }
+    }
+}
+
+/// A query's result.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Answers SQL over a history: live (with pending rows) or from a data directory.
+#[derive(Debug, Clone)]
+pub struct HistoryReader {
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Live(History),
+    Dir { dir: PathBuf, committed_seq: u64 },
+}
+
+impl HistoryReader {
+    /// Reads a running engine's history, pending rows included.
+    pub fn live(history: History) -> HistoryReader {
+        HistoryReader {
+            source: Source::Live(history),
+        }
+    }
+
+    /// Reads the committed history under a data directory (no engine needed).
+    pub fn from_data_dir(data_dir: &Path) -> Result<HistoryReader> {
+        let committed_seq = crate::driver::committed_history_seq(data_dir)?;
+        Ok(HistoryReader {
+            source: Source::Dir {
+                dir: data_dir.join("history"),
+                committed_seq,
+            },
+        })
+    }
+
+    /// Runs one read-only query.
+    pub async fn query(&self, sql: &str, limits: QueryLimits) -> Result<QueryResult> {
+        let result = self.query_inner(sql, limits).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::QueryTimeout { .. }) => "timeout",
+            Err(Error::Query(_)) => "rejected",
+            Err(_) => "error",
+        };
+        metrics::QUERIES.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    async fn query_inner(&self, sql: &str, limits: QueryLimits) -> Result<QueryResult> {
+        let ctx = self.context(limits).await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| Error::Query(e.to_string()))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = tokio::time::timeout(limits.timeout, df.collect())
+            .await
+            .map_err(|_| Error::QueryTimeout {
+                seconds: limits.timeout.as_secs(),
+            })?
+            .map_err(|e| Error::Query(e.to_string()))?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    async fn context(&self, limits: QueryLimits) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let snapshots: Vec<(&str, TableSnapshot)> = match &self.source {
+            Source::Live(h) => TABLES.iter().map(|t| (t.name, h.snapshot(t.name))).collect(),
+            Source::Dir { dir, committed_seq } => {
+                let files = history::scan(dir, Some(*committed_seq), false)?;
+                TABLES
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.name,
+                            TableSnapshot {
+                                files: files.get(t.name).cloned().unwrap_or_default(),
+                                pending: Vec::new(),
+                            },
+                        )
+                    })
+                    .collect()
+            }
+        };
+        for (table, snap) in snapshots {
+            let schema = TABLES
+                .iter()
+                .find(|t| t.name == table)
+                .map(|t| (*t.schema).clone())
+                .ok_or_else(|| Error::Internal(format!("unknown table {table}")))?;
+            register_table(&ctx, table, schema, snap).await?;
+        }
+        ctx.sql(
+            "CREATE VIEW incidents_latest AS \
+             SELECT i.* FROM incidents i \
+             JOIN (SELECT incident_id AS latest_id, max(version) AS latest_version \
+                   FROM incidents GROUP BY incident_id) m \
+             ON i.incident_id = m.latest_id AND i.version = m.latest_version",
+        )
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(ctx)
+    }
+}
+
+async fn register_table(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    snap: TableSnapshot,
+) -> Result<()> {
+    let internal = |e: datafusion::error::DataFusionError| Error::Internal(e.to_string());
+    let pending = MemTable::try_new(schema.clone(), vec![snap.pending]).map_err(internal)?;
+    if snap.files.is_empty() {
+        ctx.register_table(name, Arc::new(pending))
+            .map_err(internal)?;
+        return Ok(());
+    }
+    let urls = snap
+        .files
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<datafusion::error::Result<Vec<_>>>()
+        .map_err(internal)?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let files = ListingTable::try_new(config).map_err(internal)?;
+    let files_name = format!("{name}_committed");
+    let pending_name = format!("{name}_pending");
+    ctx.register_table(files_name.as_str(), Arc::new(files))
+        .map_err(internal)?;
+    ctx.register_table(pending_name.as_str(), Arc::new(pending))
+        .map_err(internal)?;
+    ctx.sql(&format!(
+        "CREATE VIEW {name} AS SELECT * FROM {files_name} UNION ALL SELECT * FROM {pending_name}"
+    ))
+    .await
+    .map_err(internal)?;
+    Ok(())
+}
