@@ -1,0 +1,21 @@
+//! Decoders: one per source format, from raw bytes to normalized events.
+//!
+//! A decoder either accepts the whole payload or rejects it with a reason; it never
+//! returns part of a payload, so a rejected request leaves no event behind. Decoders
+//! are pure functions of (bytes, identity hints, catalog, receive time) and are
+//! shared by the HTTP receivers and file import.
+
+pub mod alertmanager;
+pub mod github;
+pub mod identity;
+
+use causeway_rules::{Catalog, ProcessingTime};
+
+/// What a receiver knows besides the body.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeContext<'a> {
+    pub catalog: &'a Catalog,
+    /// `?cluster=` on the receiver URL, if given.
+    pub cluster_hint: Option<&'a str>,
+    pub received_at: ProcessingTime,
+}

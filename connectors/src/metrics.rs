@@ -1,0 +1,59 @@
+//! All connector metrics, registered once in the default Prometheus registry.
+//! Labels are bounded: `source` is a receiver name, `reason` a fixed vocabulary.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, register_histogram,
+    register_histogram_vec, register_int_counter_vec,
+};
+
+/// Requests refused by a receiver, by source and reason.
+pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_receiver_rejected_requests_total",
+        "Requests refused by a receiver, by source and reason",
+    );
+    register_int_counter_vec!(opts.clone(), &["source", "reason"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["source", "reason"]).expect("valid metric"))
+});
+
+/// Events accepted (durably appended) by a receiver, by source.
+pub static ACCEPTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_receiver_accepted_events_total",
+        "Events durably appended to the event log by a receiver, by source",
+    );
+    register_int_counter_vec!(opts.clone(), &["source"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["source"]).expect("valid metric"))
+});
+
+/// Receiver request latency, by source.
+pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "causeway_receiver_request_duration_seconds",
+        "Time from request to answer, by source",
+    );
+    register_histogram_vec!(opts.clone(), &["source"])
+        .unwrap_or_else(|_| HistogramVec::new(opts, &["source"]).expect("valid metric"))
+});
+
+/// Records appended to the embedded log.
+pub static LOG_APPENDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_eventlog_appended_records_total",
+        "Records appended to the event log, by log kind",
+    );
+    register_int_counter_vec!(opts.clone(), &["log"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["log"]).expect("valid metric"))
+});
+
+/// Time of one group commit (write + fsync) of the embedded log.
+pub static LOG_SYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "causeway_eventlog_sync_duration_seconds",
+        "Time to write and fsync one group commit of the embedded log",
+    );
+    register_histogram!(opts.clone())
+        .unwrap_or_else(|_| Histogram::with_opts(opts).expect("valid metric"))
+});

@@ -1,0 +1,278 @@
+//! HTTP receivers: the status-code policy of CONTRACT.md in one place.
+//!
+//! Every receiver follows the same path: content type (415), body size (413),
+//! authentication (401), decode (400 malformed / 422 unsupported), durable append
+//! to the event log (503 when unavailable), then 200 with the number of events
+//! accepted. Every refusal is counted by source and reason, and since the log
+//! append is the only side effect and happens last, a refused request changes no
+//! state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use causeway_rules::{Catalog, Event, ProcessingTime};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::decode::{DecodeContext, alertmanager, github};
+use crate::{Error, EventLog, metrics};
+
+/// Receiver settings.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Largest accepted body; larger gets 413.
+    pub max_body_bytes: usize,
+    /// When set, GitHub deliveries must carry a valid `X-Hub-Signature-256`.
+    pub github_secret: Option<String>,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            max_body_bytes: 10 << 20,
+            github_secret: None,
+        }
+    }
+}
+
+/// What every receiver shares.
+#[derive(Debug, Clone)]
+pub struct ReceiverState {
+    pub log: Arc<dyn EventLog>,
+    pub catalog: Arc<Catalog>,
+    pub config: Arc<ReceiverConfig>,
+}
+
+/// The `/ingest/*` routes.
+pub fn router(state: ReceiverState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/ingest/alertmanager", post(alertmanager_webhook))
+        .route("/ingest/github", post(github_webhook))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct Hints {
+    cluster: Option<String>,
+}
+
+struct Rejection {
+    source: &'static str,
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        metrics::REJECTED
+            .with_label_values(&[self.source, self.reason])
+            .inc();
+        tracing::info!(
+            source = self.source,
+            reason = self.reason,
+            status = self.status.as_u16(),
+            message = %self.message,
+            "request rejected"
+        );
+        let body = serde_json::json!({"status": "error", "reason": self.reason, "error": self.message});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn reject(
+    source: &'static str,
+    status: StatusCode,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> Rejection {
+    Rejection {
+        source,
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+fn check_json(source: &'static str, headers: &HeaderMap) -> Result<(), Rejection> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(reject(
+            source,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            format!("content type {ct:?} is not application/json"),
+        ))
+    }
+}
+
+fn body_or_reject(
+    source: &'static str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Rejection> {
+    body.map_err(|rej| {
+        let status = rej.status();
+        let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "body"
+        };
+        reject(source, status, reason, rej.body_text())
+    })
+}
+
+fn decode_rejection(source: &'static str, e: Error) -> Rejection {
+    match e {
+        Error::Malformed { .. } => reject(source, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        Error::Unsupported { .. } => reject(
+            source,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported",
+            e.to_string(),
+        ),
+        other => reject(
+            source,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            other.to_string(),
+        ),
+    }
+}
+
+async fn append(
+    state: &ReceiverState,
+    source: &'static str,
+    events: Vec<Event>,
+) -> Result<Response, Rejection> {
+    let n = events.len();
+    state.log.append(events).await.map_err(|e| {
+        reject(
+            source,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "log_unavailable",
+            e.to_string(),
+        )
+    })?;
+    metrics::ACCEPTED
+        .with_label_values(&[source])
+        .inc_by(n as u64);
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({"status": "success", "accepted": n})),
+    )
+        .into_response())
+}
+
+fn finish(source: &'static str, started: Instant, r: Result<Response, Rejection>) -> Response {
+    metrics::REQUEST_SECONDS
+        .with_label_values(&[source])
+        .observe(started.elapsed().as_secs_f64());
+    match r {
+        Ok(resp) => resp,
+        Err(rej) => rej.into_response(),
+    }
+}
+
+async fn alertmanager_webhook(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const SOURCE: &str = "alertmanager";
+    let started = Instant::now();
+    let result = async {
+        let Query(hints) =
+            query.map_err(|e| reject(SOURCE, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        check_json(SOURCE, &headers)?;
+        let body = body_or_reject(SOURCE, body)?;
+        let cx = DecodeContext {
+            catalog: &state.catalog,
+            cluster_hint: hints.cluster.as_deref().filter(|c| !c.is_empty()),
+            received_at: ProcessingTime::now(),
+        };
+        let events = alertmanager::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
+        append(&state, SOURCE, events).await
+    }
+    .await;
+    finish(SOURCE, started, result)
+}
+
+async fn github_webhook(
+    State(state): State<ReceiverState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const SOURCE: &str = "github";
+    let started = Instant::now();
+    let result = async {
+        check_json(SOURCE, &headers)?;
+        let body = body_or_reject(SOURCE, body)?;
+        if let Some(secret) = &state.config.github_secret {
+            verify_github_signature(secret, &headers, &body)?;
+        }
+        let event_type = headers
+            .get("x-github-event")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                reject(
+                    SOURCE,
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "X-GitHub-Event header is missing",
+                )
+            })?;
+        let delivery = headers
+            .get("x-github-delivery")
+            .and_then(|v| v.to_str().ok());
+        let cx = DecodeContext {
+            catalog: &state.catalog,
+            cluster_hint: None,
+            received_at: ProcessingTime::now(),
+        };
+        let events = github::decode(event_type, delivery, &body, &cx)
+            .map_err(|e| decode_rejection(SOURCE, e))?;
+        append(&state, SOURCE, events).await
+    }
+    .await;
+    finish(SOURCE, started, result)
+}
+
+/// Checks `X-Hub-Signature-256: sha256=<hex>` over the raw body, in constant time.
+fn verify_github_signature(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
+    let unauthorized = |msg: &str| reject("github", StatusCode::UNAUTHORIZED, "signature", msg);
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("X-Hub-Signature-256 is missing"))?;
+    let hex_sig = sig
+        .strip_prefix("sha256=")
+        .ok_or_else(|| unauthorized("X-Hub-Signature-256 must start with sha256="))?;
+    let expected = hex::decode(hex_sig).map_err(|_| unauthorized("signature is not hex"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| unauthorized("unusable secret"))?;
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| unauthorized("signature does not match"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! Receiver policy through the router, without a socket (`oneshot`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use axum::body::Body;
+use axum::http::Request;
+use futures::future::BoxFuture;
+use tower::ServiceExt;
+
+use super::*;
+
+#[derive(Debug, Default)]
+struct MemoryLog {
+    events: Mutex<Vec<Event>>,
+    down: bool,
+}
+
+impl EventLog for MemoryLog {
+    fn append(&self, events: Vec<Event>) -> BoxFuture<'_, crate::Result<()>> {
+        Box::pin(async move {
+            if self.down {
+                return Err(Error::LogUnavailable {
+                    reason: "test".into(),
+                });
+            }
+            self.events.lock().expect("lock").extend(events);
+            Ok(())
+        })
+    }
+    fn is_available(&self) -> bool {
+        !self.down
+    }
+    fn end_offsets(&self) -> BTreeMap<u32, u64> {
+        BTreeMap::new()
+    }
+}
+
+fn app(log: Arc<MemoryLog>, secret: Option<&str>) -> Router {
+    router(ReceiverState {
+        log,
+        catalog: Arc::new(Catalog::default()),
+        config: Arc::new(ReceiverConfig {
+            max_body_bytes: 4096,
+            github_secret: secret.map(str::to_owned),
+        }),
+    })
+}
+
+const ALERT: &str = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A","service":"x"},"annotations":{},"startsAt":"2024-01-01T00:00:00Z"}]}"#;
+
+async fn send(app: Router, req: Request<Body>) -> StatusCode {
+    app.oneshot(req).await.expect("infallible").status()
+}
+
+fn post(path: &str, ct: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", ct)
+        .body(body.into())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn the_status_policy_holds_and_refusals_leave_no_events() {
+    let log = Arc::new(MemoryLog::default());
+    let a = || app(log.clone(), None);
+    assert_eq!(send(a(), post("/ingest/alertmanager", "application/json", ALERT)).await, StatusCode::OK);
+    assert_eq!(log.events.lock().expect("lock").len(), 1);
+    assert_eq!(
+        send(a(), post("/ingest/alertmanager", "text/plain", ALERT)).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        send(a(), post("/ingest/alertmanager", "application/json", "{not json")).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send(a(), post("/ingest/alertmanager", "application/json", ALERT.replace("\"4\"", "\"3\""))).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        send(a(), post("/ingest/alertmanager", "application/json", vec![b' '; 5000])).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(log.events.lock().expect("lock").len(), 1, "refusals added nothing");
+    let before = metrics::REJECTED
+        .with_label_values(&["alertmanager", "malformed"])
+        .get();
+    assert!(before >= 1);
+
+    let down = Arc::new(MemoryLog {
+        down: true,
+        ..MemoryLog::default()
+    });
+    assert_eq!(
+        send(app(down, None), post("/ingest/alertmanager", "application/json", ALERT)).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn github_signatures_are_verified_when_a_secret_is_set() {
+    let log = Arc::new(MemoryLog::default());
+    let body = "{\"zen\":\"hi\"}";
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").expect("key");
+    mac.update(body.as_bytes());
+    let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let req = |sig: &str| {
+        Request::post("/ingest/github")
+            .header("content-type", "application/json")
+            .header("x-github-event", "ping")
+            .header("x-hub-signature-256", sig)
+            .body(Body::from(body))
+            .expect("request")
+    };
+    assert_eq!(send(app(log.clone(), Some("s3cret")), req(&good)).await, StatusCode::OK);
+    assert_eq!(
+        send(app(log.clone(), Some("s3cret")), req("sha256=00")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(send(app(log, Some("other")), req(&good)).await, StatusCode::UNAUTHORIZED);
+}
