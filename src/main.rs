@@ -1,1 +1,267 @@
-fn main(){}
+//! `causeway`: the binary. CLI, configuration, wiring and signals; everything
+//! else lives in the `rules`, `engine` and `connectors` crates.
+
+mod api;
+mod app;
+mod config;
+mod demo;
+mod format;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use causeway_engine::HistoryReader;
+
+use crate::config::Config;
+
+/// Causeway correlates alerts, deploys, audit logs and costs into incidents with
+/// their causal chains.
+#[derive(Debug, Parser)]
+#[command(name = "causeway", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CAUSEWAY_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start receivers, the correlation engine, history and the HTTP API.
+    ///
+    /// With no config this runs the embedded default: the event log and history
+    /// under ./causeway-data, HTTP on 127.0.0.1:9470, the built-in rule pack.
+    /// Point Alertmanager at http://HOST:9470/ingest/alertmanager and GitHub
+    /// deployment webhooks at http://HOST:9470/ingest/github. Stops cleanly on
+    /// SIGTERM or Ctrl-C.
+    Run {
+        /// YAML config file (version: 1). Every key can be overridden by
+        /// CAUSEWAY__SECTION__KEY environment variables.
+        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run a bundled realistic scenario through the real receivers and print the
+    /// incidents it produces.
+    ///
+    /// Starts the embedded default in ./causeway-data (replacing an earlier demo's
+    /// data there, refusing to touch anything else), posts Alertmanager and GitHub
+    /// webhooks over HTTP, waits for correlation, prints each incident as a tree and
+    /// leaves the history for `causeway sql`.
+    Demo {
+        /// Where to keep the demo's history.
+        #[arg(long, default_value = "./causeway-data", env = "CAUSEWAY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// HTTP address for the demo's receivers (a free port is used if taken).
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        listen: SocketAddr,
+    },
+    /// Run read-only SQL over the incident history.
+    ///
+    /// Tables: events, incidents (one row per version), incidents_latest,
+    /// incident_events, late_events, actions. Reads the local data dir, or a running
+    /// instance with --server.
+    ///
+    /// Example: causeway sql "SELECT rule_id, count(*) FROM incidents_latest GROUP BY rule_id"
+    Sql {
+        /// The query.
+        query: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// Data dir to read (when no --server is given).
+        #[arg(long, default_value = "./causeway-data", env = "CAUSEWAY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Query a running instance instead, e.g. http://127.0.0.1:9470.
+        #[arg(long, env = "CAUSEWAY_SERVER")]
+        server: Option<String>,
+    },
+    /// Validate a config file (and the rules it names) exactly as startup does.
+    ValidateConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,datafusion=warn,sqlparser=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("causeway")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => run(config).await,
+        Command::Demo { data_dir, listen } => demo::run(data_dir, listen).await,
+        Command::Sql {
+            query,
+            format,
+            data_dir,
+            server,
+        } => sql(&query, format, &data_dir, server.as_deref()).await,
+        Command::ValidateConfig { file } => {
+            let loaded = Config::load(Some(&file))?;
+            println!(
+                "{}: valid ({} rules, {} catalog services, listen {}, data dir {})",
+                file.display(),
+                loaded.rules.rules().len(),
+                loaded.config.catalog.services.len(),
+                loaded.config.server.listen,
+                loaded.config.data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let loaded = Config::load(config.as_deref())?;
+    let mut running = app::start(&loaded, loaded.config.server.listen).await?;
+    let cancel = running.cancel_token();
+    let drain = loaded.config.server.drain_timeout;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested; draining");
+            cancel.cancel();
+        }
+        _ = cancel.cancelled() => {}
+    }
+    match tokio::time::timeout(drain + std::time::Duration::from_secs(30), running.wait()).await {
+        Ok(result) => result,
+        Err(_) => bail!("tasks did not stop within the drain timeout"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn sql(
+    query: &str,
+    format: OutputFormat,
+    data_dir: &std::path::Path,
+    server: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let out = match server {
+        Some(url) => {
+            let client = causeway_connectors::client::HttpPoster::new(url)?;
+            let accept = match format {
+                OutputFormat::Table => "application/vnd.apache.arrow.stream",
+                OutputFormat::Json => "application/json",
+                OutputFormat::Csv => "text/csv",
+            };
+            let body = serde_json::json!({ "query": query }).to_string();
+            let resp = client
+                .post_json("/api/v1/sql", &[("accept", accept)], body)
+                .await?;
+            if resp.status != 200 {
+                let text = resp.text();
+                let msg = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned))
+                    .unwrap_or(text);
+                bail!("{msg}");
+            }
+            if format == OutputFormat::Table {
+                let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(resp.body), None)
+                    .context("reading the Arrow stream")?;
+                let batches = reader
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("reading the Arrow stream")?;
+                format::table(&batches)?.into_bytes()
+            } else {
+                resp.body
+            }
+        }
+        None => {
+            if !data_dir.exists() {
+                bail!(
+                    "no history at {} (run `causeway demo` or `causeway run` first, or pass --data-dir / --server)",
+                    data_dir.display()
+                );
+            }
+            let reader = HistoryReader::from_data_dir(data_dir)?;
+            let limits = Config::default().query_limits();
+            let result = reader.query(query, limits).await?;
+            match format {
+                OutputFormat::Table => format::table(&result.batches)?.into_bytes(),
+                OutputFormat::Json => format::json_rows(&result.batches)?,
+                OutputFormat::Csv => format::csv(&result.batches)?,
+            }
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    if !out.ends_with(b"\n") {
+        stdout.write_all(b"\n")?;
+    }
+    Ok(())
+}

@@ -12,11 +12,18 @@ pub struct HttpPoster {
     base: String,
 }
 
-/// A response: status and body text.
+/// A response: status and body bytes.
 #[derive(Debug, Clone)]
 pub struct Posted {
     pub status: u16,
-    pub body: String,
+    pub body: Vec<u8>,
+}
+
+impl Posted {
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 impl HttpPoster {
@@ -56,7 +63,7 @@ impl HttpPoster {
             reason: e.to_string(),
         })?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
+        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
         Ok(Posted { status, body })
     }
 
@@ -68,7 +75,7 @@ impl HttpPoster {
             reason: e.to_string(),
         })?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
+        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
         Ok(Posted { status, body })
     }
 }

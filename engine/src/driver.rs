@@ -214,8 +214,9 @@ impl Engine {
                 .append("late_events", schema::events_batch(&late)?);
         }
         out.too_late.clear();
-        out.extend(self.tick(now)?);
         self.record(&out)?;
+        // `tick` records what it releases itself.
+        out.extend(self.tick(now)?);
         Ok(out)
     }
 

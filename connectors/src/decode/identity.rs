@@ -31,8 +31,8 @@ pub fn pod_workload(pod: &str) -> &str {
 }
 
 /// The workload an alert's labels speak of: `service`, `deployment`, `app`,
-/// `app.kubernetes.io/name`, `statefulset`, `daemonset`, the pod's workload, then
-/// `job`.
+/// `app.kubernetes.io/name`, `statefulset`, `daemonset`, the pod's workload, the
+/// `node`, then `job`.
 pub fn workload_from_labels(labels: &BTreeMap<String, String>) -> Option<String> {
     for key in [
         "service",
@@ -49,6 +49,9 @@ pub fn workload_from_labels(labels: &BTreeMap<String, String>) -> Option<String>
     }
     if let Some(pod) = labels.get("pod").filter(|v| !v.is_empty()) {
         return Some(pod_workload(pod).to_owned());
+    }
+    if let Some(node) = labels.get("node").filter(|v| !v.is_empty()) {
+        return Some(node.clone());
     }
     labels.get("job").filter(|v| !v.is_empty()).cloned()
 }

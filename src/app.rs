@@ -1,0 +1,232 @@
+//! Wiring of `causeway run`: event log, engine, receivers, API, and their
+//! shutdown.
+//!
+//! Tasks, all owned by one `JoinSet` and stopped by one `CancellationToken`:
+//! - the HTTP server (receivers and API), which drains in-flight requests;
+//! - the engine loop: read the log from the checkpointed offsets, correlate,
+//!   commit history and checkpoint every `commit_interval`, and once more on exit;
+//! - the log writer (a blocking thread), which ends after the last handle to the
+//!   log is dropped, having made every acknowledged append durable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use causeway_connectors::eventlog::embedded::{EmbeddedConsumer, EmbeddedLog};
+use causeway_connectors::{EventLog, LogConsumer, ReceiverConfig, ReceiverState, receiver};
+use causeway_engine::{Engine, EngineOptions, EngineStatus, HistoryReader, LogPosition};
+use causeway_rules::ProcessingTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::config::Loaded;
+
+/// What the rest of the binary sees of a running instance.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) reader: HistoryReader,
+    pub(crate) status: watch::Receiver<EngineStatus>,
+    log: Option<EmbeddedLog>,
+    cancel: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// Shared by the API handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) reader: HistoryReader,
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) engine_healthy: Arc<AtomicBool>,
+    pub(crate) draining: CancellationToken,
+    pub(crate) limits: causeway_engine::QueryLimits,
+}
+
+/// Starts everything; returns once the HTTP listener is bound.
+pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result<Running> {
+    let config = &loaded.config;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let (log, writer) = EmbeddedLog::open(&config.data_dir.join("log"))
+        .context("cannot open the embedded event log")?;
+    let engine = Engine::open(EngineOptions {
+        data_dir: config.data_dir.clone(),
+        rules: loaded.rules.clone(),
+        correlator: config.correlator(),
+        watermark: config.engine.watermark.clone(),
+    })
+    .context("cannot open the engine")?;
+    let reader = HistoryReader::live(engine.history());
+    let cancel = CancellationToken::new();
+    let engine_healthy = Arc::new(AtomicBool::new(true));
+    let (status_tx, status) = watch::channel(engine.status());
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn_blocking(move || {
+        writer.run();
+        Ok(())
+    });
+
+    let mut consumer = log.consumer();
+    consumer.seek(engine.next_offsets())?;
+    tasks.spawn(engine_loop(
+        engine,
+        consumer,
+        config.engine.commit_interval,
+        cancel.clone(),
+        status_tx,
+        engine_healthy.clone(),
+    ));
+
+    let log_dyn: Arc<dyn EventLog> = Arc::new(log.clone());
+    let receivers = receiver::router(ReceiverState {
+        log: log_dyn.clone(),
+        catalog: Arc::new(config.catalog.clone()),
+        config: Arc::new(ReceiverConfig {
+            max_body_bytes: config.receivers.max_body_bytes,
+            github_secret: loaded.github_secret.clone(),
+        }),
+    });
+    let shared = Shared {
+        reader: reader.clone(),
+        log: log_dyn,
+        engine_healthy,
+        draining: cancel.clone(),
+        limits: config.query_limits(),
+    };
+    let app = receivers.merge(api::router(shared));
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let shutdown = cancel.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("http server failed")
+    });
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "causeway is running");
+    Ok(Running {
+        addr,
+        reader,
+        status,
+        log: Some(log),
+        cancel,
+        tasks,
+    })
+}
+
+impl Running {
+    /// The token that stops everything.
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The end of the event log.
+    pub(crate) fn log_end(&self) -> u64 {
+        self.log
+            .as_ref()
+            .and_then(|l| l.end_offsets().get(&0).copied())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the engine has read the whole log, released every buffered
+    /// event and committed, or until `timeout`.
+    pub(crate) async fn wait_quiescent(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let end = self.log_end();
+            let s = self.status.borrow_and_update().clone();
+            if s.next_offsets.get(&0).copied().unwrap_or(0) >= end
+                && s.pending_events == 0
+                && !s.dirty
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.status.changed()).await;
+        }
+    }
+
+    /// Stops everything and waits for the tasks; the first task error is returned.
+    pub(crate) async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.log = None;
+        self.wait().await
+    }
+
+    /// Waits for the tasks to end (after a signal has cancelled them).
+    pub(crate) async fn wait(&mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = result {
+                // One failing task stops the others.
+                self.cancel.cancel();
+                self.log = None;
+                tracing::error!(error = %format!("{e:#}"), "task failed");
+                first_error.get_or_insert(e);
+            }
+            if self.cancel.is_cancelled() {
+                self.log = None;
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn engine_loop(
+    mut engine: Engine,
+    mut consumer: EmbeddedConsumer,
+    commit_interval: Duration,
+    cancel: CancellationToken,
+    status: watch::Sender<EngineStatus>,
+    healthy: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let mut last_commit = Instant::now();
+    loop {
+        let records = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = consumer.poll(4096, Duration::from_millis(250)) => r.context("reading the event log")?,
+        };
+        let now = ProcessingTime::now();
+        let records = records
+            .into_iter()
+            .map(|r| {
+                (
+                    LogPosition {
+                        partition: r.partition,
+                        offset: r.offset,
+                    },
+                    r.event,
+                )
+            })
+            .collect();
+        tokio::task::block_in_place(|| engine.process(records, now))
+            .context("correlating events")?;
+        if engine.is_dirty() && last_commit.elapsed() >= commit_interval {
+            match tokio::task::block_in_place(|| engine.commit()) {
+                Ok(()) => healthy.store(true, Ordering::Relaxed),
+                Err(error) => {
+                    // Keep the rows pending and try again next interval.
+                    healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(%error, "history commit failed; will retry");
+                }
+            }
+            last_commit = Instant::now();
+        }
+        status.send_replace(engine.status());
+    }
+    tokio::task::block_in_place(|| engine.commit()).context("final history commit")?;
+    status.send_replace(engine.status());
+    tracing::info!("engine stopped after a final commit");
+    Ok(())
+}

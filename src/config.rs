@@ -1,0 +1,248 @@
+//! Configuration: one YAML file (`version: 1`), layered as embedded defaults →
+//! file → `CAUSEWAY__SECTION__KEY` environment variables, validated once at load.
+//! `causeway validate-config` runs exactly this code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use causeway_engine::{QueryLimits, WatermarkConfig};
+use causeway_rules::{Catalog, CorrelatorConfig, RulePack};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Yaml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// File format version; only 1 exists.
+    pub(crate) version: u32,
+    /// Where the event log, history and checkpoints live.
+    pub(crate) data_dir: PathBuf,
+    pub(crate) server: ServerConfig,
+    pub(crate) receivers: ReceiversConfig,
+    pub(crate) engine: EngineConfig,
+    pub(crate) sql: SqlConfig,
+    pub(crate) catalog: Catalog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerConfig {
+    /// HTTP listen address for receivers, API and metrics.
+    pub(crate) listen: SocketAddr,
+    /// How long to wait for in-flight requests on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub(crate) drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReceiversConfig {
+    /// Largest request body; larger gets 413.
+    pub(crate) max_body_bytes: usize,
+    pub(crate) github: GithubConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GithubConfig {
+    /// Webhook secret; prefer `secret_file` or `CAUSEWAY__RECEIVERS__GITHUB__SECRET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) secret: Option<String>,
+    /// File holding the webhook secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EngineConfig {
+    /// Directory of rule files (`*.yaml`); the built-in pack when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rules_dir: Option<PathBuf>,
+    /// Uncaused alerts join their group if it was active this recently.
+    #[serde(with = "humantime_serde")]
+    pub(crate) group_interval: Duration,
+    /// No incident absorbs events for longer than this after opening.
+    #[serde(with = "humantime_serde")]
+    pub(crate) max_duration: Duration,
+    /// An incident quiet this long is resolved.
+    #[serde(with = "humantime_serde")]
+    pub(crate) resolve_after: Duration,
+    /// How often pending history is committed to Parquet.
+    #[serde(with = "humantime_serde")]
+    pub(crate) commit_interval: Duration,
+    pub(crate) watermark: WatermarkConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SqlConfig {
+    #[serde(with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+    pub(crate) memory_limit_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let c = CorrelatorConfig::default();
+        Config {
+            version: 1,
+            data_dir: PathBuf::from("./causeway-data"),
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9470)),
+                drain_timeout: Duration::from_secs(10),
+            },
+            receivers: ReceiversConfig {
+                max_body_bytes: 10 << 20,
+                github: GithubConfig::default(),
+            },
+            engine: EngineConfig {
+                rules_dir: None,
+                group_interval: c.group_interval,
+                max_duration: c.max_duration,
+                resolve_after: c.resolve_after,
+                commit_interval: Duration::from_secs(1),
+                watermark: WatermarkConfig::default(),
+            },
+            sql: SqlConfig {
+                timeout: QueryLimits::default().timeout,
+                memory_limit_bytes: QueryLimits::default().memory_bytes,
+            },
+            catalog: Catalog {
+                default_cluster: "default".into(),
+                ..Catalog::default()
+            },
+        }
+    }
+}
+
+/// A loaded, validated configuration with its rules.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    pub(crate) config: Config,
+    pub(crate) rules: RulePack,
+    pub(crate) github_secret: Option<String>,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `CAUSEWAY__*` environment variables.
+    pub(crate) fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            f = f.merge(Yaml::file_exact(path));
+        }
+        f.merge(Env::prefixed("CAUSEWAY__").split("__"))
+    }
+
+    /// Loads and validates: the same code path for `run` and `validate-config`.
+    pub(crate) fn load(file: Option<&Path>) -> anyhow::Result<Loaded> {
+        if let Some(path) = file
+            && !path.exists()
+        {
+            bail!("config file {} does not exist", path.display());
+        }
+        let config: Config = Config::figment(file).extract().map_err(|e| {
+            let mut msg = String::new();
+            for err in e {
+                if !msg.is_empty() {
+                    msg.push('\n');
+                }
+                msg.push_str(&err.to_string());
+            }
+            anyhow::anyhow!(msg)
+        })?;
+        config.validate()
+    }
+
+    /// Checks everything that can be checked without starting.
+    pub(crate) fn validate(self) -> anyhow::Result<Loaded> {
+        if self.version != 1 {
+            bail!("version: unsupported config version {} (expected 1)", self.version);
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("data_dir: must not be empty");
+        }
+        if self.receivers.max_body_bytes == 0 {
+            bail!("receivers.max_body_bytes: must be larger than zero");
+        }
+        if self.engine.commit_interval.is_zero() {
+            bail!("engine.commit_interval: must be longer than zero");
+        }
+        if self.catalog.default_cluster.is_empty() {
+            bail!("catalog.default_cluster: must not be empty");
+        }
+        for (i, s) in self.catalog.services.iter().enumerate() {
+            if s.name.is_empty() {
+                bail!("catalog.services[{i}].name: must not be empty");
+            }
+        }
+        let rules = load_rules(self.engine.rules_dir.as_deref())?;
+        // Compile predicates now, so a bad rule fails here and not at first event.
+        causeway_engine::predicate::CompiledRules::compile(&rules)?;
+        let github_secret = match (&self.receivers.github.secret, &self.receivers.github.secret_file) {
+            (Some(s), _) if !s.is_empty() => Some(s.clone()),
+            (_, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("receivers.github.secret_file: {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        Ok(Loaded {
+            config: self,
+            rules,
+            github_secret,
+        })
+    }
+}
+
+/// Loads every `*.yaml`/`*.yml` file of a directory (sorted), or the built-in pack.
+pub(crate) fn load_rules(dir: Option<&Path>) -> anyhow::Result<RulePack> {
+    let Some(dir) = dir else {
+        return Ok(RulePack::builtin()?);
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("engine.rules_dir: cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("engine.rules_dir: no *.yaml rule files in {}", dir.display());
+    }
+    let texts = paths
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| (p.display().to_string(), t))
+                .with_context(|| format!("cannot read {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let files: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    Ok(RulePack::from_files(&files)?)
+}
+
+impl Config {
+    /// The correlator settings.
+    pub(crate) fn correlator(&self) -> CorrelatorConfig {
+        CorrelatorConfig {
+            group_interval: self.engine.group_interval,
+            max_duration: self.engine.max_duration,
+            resolve_after: self.engine.resolve_after,
+            max_lateness: self.engine.watermark.max_lateness(),
+        }
+    }
+
+    /// SQL limits.
+    pub(crate) fn query_limits(&self) -> QueryLimits {
+        QueryLimits {
+            timeout: self.sql.timeout,
+            memory_bytes: self.sql.memory_limit_bytes,
+        }
+    }
+}
