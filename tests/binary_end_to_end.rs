@@ -1,0 +1,241 @@
+//! The real `causeway` binary on a free loopback port: webhooks in, incidents out
+//! through `POST /api/v1/sql`, refusals counted, and acknowledged events surviving
+//! `kill -9`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start(dir: &Path, port: u16) -> Instance {
+    let config = dir.join("causeway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\ndata_dir: {}\nserver:\n  listen: 127.0.0.1:{port}\nengine:\n  commit_interval: 200ms\n  watermark:\n    idle_timeout: 500ms\n    default: {{delay: 5s, allowed_lateness: 10m}}\ncatalog:\n  default_cluster: prod\n  environments: {{production: prod}}\n  services:\n    - name: checkout\n      namespace: shop\n      repos: [acme/checkout-service]\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("CAUSEWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn causeway");
+    let instance = Instance {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{}/readyz", instance.base)).send().await
+            && r.status() == 200
+        {
+            return instance;
+        }
+        assert!(Instant::now() < deadline, "causeway did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn deployment_status(t: &str) -> Value {
+    json!({
+        "action": "created",
+        "deployment_status": {"id": 501, "state": "success", "environment": "production",
+            "creator": {"login": "bot"}, "created_at": t, "target_url": ""},
+        "deployment": {"id": 50, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "main",
+            "environment": "production", "creator": {"login": "alice"}, "created_at": t},
+        "repository": {"full_name": "acme/checkout-service", "html_url": "https://github.example/acme/checkout-service"}
+    })
+}
+
+fn alertmanager(alerts: Vec<Value>) -> Value {
+    json!({"version": "4", "status": "firing", "receiver": "causeway", "groupKey": "{}:{}",
+           "externalURL": "http://am:9093", "groupLabels": {}, "commonLabels": {},
+           "commonAnnotations": {}, "truncatedAlerts": 0, "alerts": alerts})
+}
+
+fn alert(name: &str, pod: &str, starts: &str) -> Value {
+    json!({"status": "firing",
+           "labels": {"alertname": name, "namespace": "shop", "pod": pod, "severity": "critical"},
+           "annotations": {"summary": format!("{name} on checkout")},
+           "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph"})
+}
+
+async fn post(base: &str, path: &str, headers: &[(&str, &str)], body: String) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("post").status().as_u16()
+}
+
+async fn sql(base: &str, query: &str) -> Vec<Value> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/sql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("sql");
+    assert_eq!(resp.status(), 200, "{query}");
+    resp.json().await.expect("json rows")
+}
+
+async fn count(base: &str, query: &str) -> i64 {
+    sql(base, query).await[0]["n"].as_i64().expect("n")
+}
+
+async fn eventually(base: &str, query: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = count(base, query).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{query}: got {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let inst = start(dir.path(), port).await;
+    let base = inst.base.clone();
+
+    let gh = [("x-github-event", "deployment_status"), ("x-github-delivery", "d-1")];
+    assert_eq!(
+        post(&base, "/ingest/github", &gh, deployment_status("2024-05-01T10:00:00Z").to_string()).await,
+        200
+    );
+    let alerts = alertmanager(vec![
+        alert("HighErrorRate", "checkout-7d9f8b6c5d-x2k4q", "2024-05-01T10:03:00Z"),
+        alert("HighLatency", "checkout-7d9f8b6c5d-x2k4q", "2024-05-01T10:04:00Z"),
+    ])
+    .to_string();
+    assert_eq!(post(&base, "/ingest/alertmanager", &[], alerts.clone()).await, 200);
+    // A re-send of the same alerts counts once.
+    assert_eq!(post(&base, "/ingest/alertmanager", &[], alerts).await, 200);
+    // Malformed and unsupported bodies are refused and add nothing.
+    assert_eq!(post(&base, "/ingest/alertmanager", &[], "{\"version\": \"4\", \"alerts\": [".into()).await, 400);
+    assert_eq!(
+        post(&base, "/ingest/alertmanager", &[], alertmanager(vec![]).to_string().replace("\"4\"", "\"2\"")).await,
+        422
+    );
+
+    eventually(
+        &base,
+        "SELECT count(*) AS n FROM incidents_latest WHERE rule_id = 'deploy-regression'",
+        1,
+    )
+    .await;
+    let incident = &sql(&base, "SELECT * FROM incidents_latest WHERE rule_id = 'deploy-regression'").await[0];
+    assert_eq!(incident["entity"], "checkout");
+    assert_eq!(incident["scope"], "prod");
+    assert_eq!(incident["event_count"], 3);
+    let root = sql(&base, &format!(
+        "SELECT source, kind FROM events WHERE event_id = '{}'",
+        incident["root_cause_event_id"].as_str().expect("root cause")
+    ))
+    .await;
+    assert_eq!(root[0]["kind"], "deploy");
+    assert_eq!(count(&base, "SELECT count(*) AS n FROM events").await, 3);
+
+    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.contains("causeway_receiver_rejected_requests_total{reason=\"malformed\",source=\"alertmanager\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("causeway_receiver_rejected_requests_total{reason=\"unsupported\",source=\"alertmanager\"} 1"));
+
+    // Acknowledged, then killed before any commit could happen: still there after restart.
+    let late = alertmanager(vec![alert("PodRestarts", "checkout-7d9f8b6c5d-x2k4q", "2024-05-01T10:05:00Z")]);
+    assert_eq!(post(&base, "/ingest/alertmanager", &[], late.to_string()).await, 200);
+    drop(inst); // SIGKILL
+
+    let inst = start(dir.path(), port).await;
+    eventually(&inst.base, "SELECT count(*) AS n FROM events", 4).await;
+    eventually(
+        &inst.base,
+        "SELECT count(*) AS n FROM incidents_latest WHERE rule_id = 'deploy-regression' AND event_count = 4",
+        1,
+    )
+    .await;
+
+    // SIGTERM drains and exits cleanly.
+    let mut inst = inst;
+    let pid = inst.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(code) = inst.child.try_wait().expect("wait") {
+            assert!(code.success(), "exit status {code}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The history is readable offline by `causeway sql` after the process is gone.
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["sql", "--format", "json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("SELECT count(*) AS n FROM events")
+        .output()
+        .expect("causeway sql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["n"], 4);
+}
+
+#[test]
+fn validate_config_reports_bad_files_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nserver:\n  listen: not-an-address\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["validate-config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen"), "{err}");
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "version: 1\nengine:\n  group_interval: 10m\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["validate-config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
