@@ -40,7 +40,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Query(msg) => ApiError(StatusCode::BAD_REQUEST, msg),
-            EngineError::QueryTimeout { .. } => ApiError(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+            EngineError::QueryTimeout { .. } => {
+                ApiError(StatusCode::REQUEST_TIMEOUT, e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "query failed");
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
@@ -95,7 +97,8 @@ async fn run_json(shared: &Shared, query: &str) -> Result<serde_json::Value, Api
 fn rows_value(result: &QueryResult) -> Result<serde_json::Value, ApiError> {
     let bytes = format::json_rows(&result.batches)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn incidents(
@@ -127,11 +130,13 @@ async fn incident(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     // Ids are ours: `inc_` and 32 hex digits. Anything else cannot exist, and
     // checking it here keeps the value safe to put in SQL.
-    let valid = id.len() == 36
-        && id.starts_with("inc_")
-        && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+    let valid =
+        id.len() == 36 && id.starts_with("inc_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
     if !valid {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id:?}")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no incident {id:?}"),
+        ));
     }
     let versions = run_json(
         &shared,
@@ -139,7 +144,10 @@ async fn incident(
     )
     .await?;
     let Some(latest) = versions.as_array().and_then(|v| v.last()).cloned() else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no incident {id:?}")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no incident {id:?}"),
+        ));
     };
     let chain = run_json(&shared, &format::chain_query(&id)).await?;
     Ok(Json(serde_json::json!({
@@ -154,7 +162,11 @@ async fn metrics() -> Response {
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::new();
     match encoder.encode(&prometheus::gather(), &mut buf) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buf).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            buf,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -173,6 +185,10 @@ async fn readyz(State(shared): State<Shared>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join(", "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join(", ")),
+        )
+            .into_response()
     }
 }

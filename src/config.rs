@@ -161,7 +161,10 @@ impl Config {
     /// Checks everything that can be checked without starting.
     pub(crate) fn validate(self) -> anyhow::Result<Loaded> {
         if self.version != 1 {
-            bail!("version: unsupported config version {} (expected 1)", self.version);
+            bail!(
+                "version: unsupported config version {} (expected 1)",
+                self.version
+            );
         }
         if self.data_dir.as_os_str().is_empty() {
             bail!("data_dir: must not be empty");
@@ -183,7 +186,10 @@ impl Config {
         let rules = load_rules(self.engine.rules_dir.as_deref())?;
         // Compile predicates now, so a bad rule fails here and not at first event.
         causeway_engine::predicate::CompiledRules::compile(&rules)?;
-        let github_secret = match (&self.receivers.github.secret, &self.receivers.github.secret_file) {
+        let github_secret = match (
+            &self.receivers.github.secret,
+            &self.receivers.github.secret_file,
+        ) {
             (Some(s), _) if !s.is_empty() => Some(s.clone()),
             (_, Some(path)) => Some(
                 std::fs::read_to_string(path)
@@ -213,7 +219,10 @@ pub(crate) fn load_rules(dir: Option<&Path>) -> anyhow::Result<RulePack> {
         .collect();
     paths.sort();
     if paths.is_empty() {
-        bail!("engine.rules_dir: no *.yaml rule files in {}", dir.display());
+        bail!(
+            "engine.rules_dir: no *.yaml rule files in {}",
+            dir.display()
+        );
     }
     let texts = paths
         .iter()
@@ -223,7 +232,10 @@ pub(crate) fn load_rules(dir: Option<&Path>) -> anyhow::Result<RulePack> {
                 .with_context(|| format!("cannot read {}", p.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let files: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let files: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     Ok(RulePack::from_files(&files)?)
 }
 

@@ -43,7 +43,10 @@ pub(crate) async fn run(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result
     };
     let mut running = app::start(&loaded, listen).await?;
     let base = format!("http://{}", running.addr);
-    println!("Causeway demo: receivers on {base}, history in {}\n", data_dir.display());
+    println!(
+        "Causeway demo: receivers on {base}, history in {}\n",
+        data_dir.display()
+    );
 
     let result = drive(&mut running, &base).await;
     let shutdown = running.shutdown().await;
@@ -56,10 +59,18 @@ pub(crate) async fn run(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result
     } else {
         format!(" --data-dir {}", data_dir.display())
     };
-    println!("  causeway sql{dd} \"SELECT count(*) FROM incidents\"          # one row per incident version");
-    println!("  causeway sql{dd} \"SELECT incident_id, state, severity, title FROM incidents_latest ORDER BY opened_at\"");
-    println!("  causeway sql{dd} \"SELECT role, lag_seconds, event_id FROM incident_events ORDER BY time\"");
-    println!("  causeway sql{dd} \"SELECT source, kind, entity, status, summary FROM events ORDER BY time\"");
+    println!(
+        "  causeway sql{dd} \"SELECT count(*) FROM incidents\"          # one row per incident version"
+    );
+    println!(
+        "  causeway sql{dd} \"SELECT incident_id, state, severity, title FROM incidents_latest ORDER BY opened_at\""
+    );
+    println!(
+        "  causeway sql{dd} \"SELECT role, lag_seconds, event_id FROM incident_events ORDER BY time\""
+    );
+    println!(
+        "  causeway sql{dd} \"SELECT source, kind, entity, status, summary FROM events ORDER BY time\""
+    );
     Ok(())
 }
 
@@ -79,8 +90,11 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "written by `causeway demo`; the next demo replaces this directory\n")
-        .with_context(|| format!("cannot write {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "written by `causeway demo`; the next demo replaces this directory\n",
+    )
+    .with_context(|| format!("cannot write {}", dir.display()))?;
     Ok(())
 }
 
@@ -118,16 +132,24 @@ async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
     let steps = scenario(ProcessingTime::now());
     let mut posted = 0;
     for step in &steps {
-        let headers: Vec<(&str, &str)> = step.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            step.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let resp = client
             .post_json(step.path, &headers, step.body.to_string())
             .await?;
         if resp.status != 200 {
-            bail!("{} was refused with {}: {}", step.what, resp.status, resp.text());
+            bail!(
+                "{} was refused with {}: {}",
+                step.what,
+                resp.status,
+                resp.text()
+            );
         }
         posted += 1;
     }
-    println!("Posted {posted} webhooks (Alertmanager and GitHub, re-sends included) through the receivers.");
+    println!(
+        "Posted {posted} webhooks (Alertmanager and GitHub, re-sends included) through the receivers."
+    );
     if !running.wait_quiescent(Duration::from_secs(60)).await {
         bail!("the engine did not finish correlating within 60s");
     }
@@ -146,44 +168,167 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
     };
 
     // 00:30 noise: a node's disk fills up (nothing to do with any deploy).
-    let disk = alert("NodeDiskPressure", &[("instance", "node-3:9100"), ("job", "node"), ("node", "node-3"), ("severity", "warning")], "Disk on node-3 is 91% full", at(0, 30), None);
-    steps.push(am_webhook(vec![disk.clone()], "webhook 1 (NodeDiskPressure)"));
+    let disk = alert(
+        "NodeDiskPressure",
+        &[
+            ("instance", "node-3:9100"),
+            ("job", "node"),
+            ("node", "node-3"),
+            ("severity", "warning"),
+        ],
+        "Disk on node-3 is 91% full",
+        at(0, 30),
+        None,
+    );
+    steps.push(am_webhook(
+        vec![disk.clone()],
+        "webhook 1 (NodeDiskPressure)",
+    ));
 
     // 02:00 checkout 4f1c2ab rolls out.
-    deploy(&mut steps, "acme/checkout", "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3", "in_progress", at(1, 40));
-    deploy(&mut steps, "acme/checkout", "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3", "success", at(2, 0));
+    deploy(
+        &mut steps,
+        "acme/checkout",
+        "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3",
+        "in_progress",
+        at(1, 40),
+    );
+    deploy(
+        &mut steps,
+        "acme/checkout",
+        "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3",
+        "success",
+        at(2, 0),
+    );
 
     // 04:10 checkout starts failing.
-    let errors = alert("HighErrorRate", &[("namespace", "shop"), ("pod", "checkout-7d9f8b6c5d-x2k4q"), ("severity", "critical")], "5xx ratio above 5% on checkout", at(4, 10), None);
-    steps.push(am_webhook(vec![errors.clone()], "webhook 2 (HighErrorRate)"));
-    let latency = alert("HighLatencyP99", &[("namespace", "shop"), ("service", "checkout"), ("severity", "warning")], "p99 latency above 800ms on checkout", at(5, 0), None);
+    let errors = alert(
+        "HighErrorRate",
+        &[
+            ("namespace", "shop"),
+            ("pod", "checkout-7d9f8b6c5d-x2k4q"),
+            ("severity", "critical"),
+        ],
+        "5xx ratio above 5% on checkout",
+        at(4, 10),
+        None,
+    );
+    steps.push(am_webhook(
+        vec![errors.clone()],
+        "webhook 2 (HighErrorRate)",
+    ));
+    let latency = alert(
+        "HighLatencyP99",
+        &[
+            ("namespace", "shop"),
+            ("service", "checkout"),
+            ("severity", "warning"),
+        ],
+        "p99 latency above 800ms on checkout",
+        at(5, 0),
+        None,
+    );
     // Alertmanager re-sends the still-firing group with the new alert added.
-    steps.push(am_webhook(vec![errors.clone(), latency.clone()], "webhook 3 (re-send + HighLatencyP99)"));
+    steps.push(am_webhook(
+        vec![errors.clone(), latency.clone()],
+        "webhook 3 (re-send + HighLatencyP99)",
+    ));
 
     // 06:00 payments rolls out; 07:30 its pods crash-loop.
-    deploy(&mut steps, "acme/payments-service", "9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a392817160", "success", at(6, 0));
-    let crash = alert("KubePodCrashLooping", &[("namespace", "shop"), ("pod", "payments-api-5f4b9c7d8-bcdfg"), ("container", "api"), ("severity", "critical")], "payments-api is restarting repeatedly", at(7, 30), None);
-    let auth = alert("PaymentAuthFailures", &[("namespace", "shop"), ("deployment", "payments-api"), ("severity", "critical")], "card authorisation failures above 2%", at(8, 15), None);
-    steps.push(am_webhook(vec![crash.clone(), auth.clone()], "webhook 4 (payments)"));
+    deploy(
+        &mut steps,
+        "acme/payments-service",
+        "9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a392817160",
+        "success",
+        at(6, 0),
+    );
+    let crash = alert(
+        "KubePodCrashLooping",
+        &[
+            ("namespace", "shop"),
+            ("pod", "payments-api-5f4b9c7d8-bcdfg"),
+            ("container", "api"),
+            ("severity", "critical"),
+        ],
+        "payments-api is restarting repeatedly",
+        at(7, 30),
+        None,
+    );
+    let auth = alert(
+        "PaymentAuthFailures",
+        &[
+            ("namespace", "shop"),
+            ("deployment", "payments-api"),
+            ("severity", "critical"),
+        ],
+        "card authorisation failures above 2%",
+        at(8, 15),
+        None,
+    );
+    steps.push(am_webhook(
+        vec![crash.clone(), auth.clone()],
+        "webhook 4 (payments)",
+    ));
 
     // 09:00 search deploys and stays healthy.
-    deploy(&mut steps, "acme/search", "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d", "success", at(9, 0));
+    deploy(
+        &mut steps,
+        "acme/search",
+        "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d",
+        "success",
+        at(9, 0),
+    );
 
     // 11:00 noise: a certificate nears expiry on the frontend.
-    let cert = alert("CertificateExpiringSoon", &[("namespace", "edge"), ("service", "frontend"), ("severity", "warning")], "TLS certificate for shop.example expires in 7 days", at(11, 0), None);
+    let cert = alert(
+        "CertificateExpiringSoon",
+        &[
+            ("namespace", "edge"),
+            ("service", "frontend"),
+            ("severity", "warning"),
+        ],
+        "TLS certificate for shop.example expires in 7 days",
+        at(11, 0),
+        None,
+    );
     steps.push(am_webhook(vec![cert.clone()], "webhook 5 (certificate)"));
 
     // 14:00 re-sends of everything still firing.
-    steps.push(am_webhook(vec![errors, crash, auth, cert, disk], "webhook 6 (re-sends)"));
+    steps.push(am_webhook(
+        vec![errors, crash, auth, cert, disk],
+        "webhook 6 (re-sends)",
+    ));
 
     // 18:00 checkout latency recovers.
-    let latency_resolved = alert("HighLatencyP99", &[("namespace", "shop"), ("service", "checkout"), ("severity", "warning")], "p99 latency above 800ms on checkout", at(5, 0), Some(at(18, 0)));
-    steps.push(am_webhook(vec![latency_resolved], "webhook 7 (HighLatencyP99 resolved)"));
+    let latency_resolved = alert(
+        "HighLatencyP99",
+        &[
+            ("namespace", "shop"),
+            ("service", "checkout"),
+            ("severity", "warning"),
+        ],
+        "p99 latency above 800ms on checkout",
+        at(5, 0),
+        Some(at(18, 0)),
+    );
+    steps.push(am_webhook(
+        vec![latency_resolved],
+        "webhook 7 (HighLatencyP99 resolved)",
+    ));
     steps
 }
 
-fn alert(name: &str, labels: &[(&str, &str)], summary: &str, starts: EventTime, ends: Option<EventTime>) -> Value {
-    let mut l: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+fn alert(
+    name: &str,
+    labels: &[(&str, &str)],
+    summary: &str,
+    starts: EventTime,
+    ends: Option<EventTime>,
+) -> Value {
+    let mut l: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     l.insert("alertname".into(), name.into());
     l.insert("cluster".into(), CLUSTER.into());
     l.insert("prometheus".into(), "monitoring/k8s".into());
@@ -200,7 +345,11 @@ fn alert(name: &str, labels: &[(&str, &str)], summary: &str, starts: EventTime, 
 }
 
 fn am_webhook(alerts: Vec<Value>, what: &str) -> Step {
-    let status = if alerts.iter().any(|a| a["status"] == "firing") { "firing" } else { "resolved" };
+    let status = if alerts.iter().any(|a| a["status"] == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
     Step {
         path: "/ingest/alertmanager",
         headers: vec![("user-agent", "Alertmanager/0.27.0".into())],
@@ -258,7 +407,11 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
-    let incidents = query_rows(running, "SELECT * FROM incidents_latest ORDER BY opened_at, incident_id").await?;
+    let incidents = query_rows(
+        running,
+        "SELECT * FROM incidents_latest ORDER BY opened_at, incident_id",
+    )
+    .await?;
     let versions = query_rows(running, "SELECT count(*) AS n FROM incidents").await?;
     let version_rows = versions.first().and_then(|v| v["n"].as_i64()).unwrap_or(0);
     let events = query_rows(running, "SELECT count(*) AS n FROM events").await?;
@@ -272,11 +425,7 @@ async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
     for inc in &incidents {
         let id = s(inc, "incident_id");
         let chain = query_rows(running, &format::chain_query(id)).await?;
-        println!(
-            "● [{}] {}",
-            s(inc, "severity"),
-            s(inc, "title")
-        );
+        println!("● [{}] {}", s(inc, "severity"), s(inc, "title"));
         println!(
             "  {id} · rule {} v{} · {}/{} · {} · version {} · {} events",
             s(inc, "rule_id"),
@@ -293,12 +442,20 @@ async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
             "  "
         } else {
             for c in &causes {
-                println!("  └─ cause   {}  {}", short_time(s(c, "time")), s(c, "summary"));
+                println!(
+                    "  └─ cause   {}  {}",
+                    short_time(s(c, "time")),
+                    s(c, "summary")
+                );
             }
             "     "
         };
         for (i, e) in others.iter().enumerate() {
-            let branch = if i + 1 == others.len() { "└─" } else { "├─" };
+            let branch = if i + 1 == others.len() {
+                "└─"
+            } else {
+                "├─"
+            };
             let lag = e["lag_seconds"].as_f64().unwrap_or(0.0);
             println!(
                 "{indent}{branch} {:<7} +{:<7} {} [{}] {}",

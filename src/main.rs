@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
 use causeway_engine::HistoryReader;
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
@@ -109,9 +109,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -185,13 +183,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -231,8 +230,11 @@ async fn sql(
                 bail!("{msg}");
             }
             if format == OutputFormat::Table {
-                let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(resp.body), None)
-                    .context("reading the Arrow stream")?;
+                let reader = arrow::ipc::reader::StreamReader::try_new(
+                    std::io::Cursor::new(resp.body),
+                    None,
+                )
+                .context("reading the Arrow stream")?;
                 let batches = reader
                     .collect::<Result<Vec<_>, _>>()
                     .context("reading the Arrow stream")?;

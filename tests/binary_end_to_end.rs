@@ -131,23 +131,58 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
     let inst = start(dir.path(), port).await;
     let base = inst.base.clone();
 
-    let gh = [("x-github-event", "deployment_status"), ("x-github-delivery", "d-1")];
+    let gh = [
+        ("x-github-event", "deployment_status"),
+        ("x-github-delivery", "d-1"),
+    ];
     assert_eq!(
-        post(&base, "/ingest/github", &gh, deployment_status("2024-05-01T10:00:00Z").to_string()).await,
+        post(
+            &base,
+            "/ingest/github",
+            &gh,
+            deployment_status("2024-05-01T10:00:00Z").to_string()
+        )
+        .await,
         200
     );
     let alerts = alertmanager(vec![
-        alert("HighErrorRate", "checkout-7d9f8b6c5d-x2k4q", "2024-05-01T10:03:00Z"),
-        alert("HighLatency", "checkout-7d9f8b6c5d-x2k4q", "2024-05-01T10:04:00Z"),
+        alert(
+            "HighErrorRate",
+            "checkout-7d9f8b6c5d-x2k4q",
+            "2024-05-01T10:03:00Z",
+        ),
+        alert(
+            "HighLatency",
+            "checkout-7d9f8b6c5d-x2k4q",
+            "2024-05-01T10:04:00Z",
+        ),
     ])
     .to_string();
-    assert_eq!(post(&base, "/ingest/alertmanager", &[], alerts.clone()).await, 200);
+    assert_eq!(
+        post(&base, "/ingest/alertmanager", &[], alerts.clone()).await,
+        200
+    );
     // A re-send of the same alerts counts once.
     assert_eq!(post(&base, "/ingest/alertmanager", &[], alerts).await, 200);
     // Malformed and unsupported bodies are refused and add nothing.
-    assert_eq!(post(&base, "/ingest/alertmanager", &[], "{\"version\": \"4\", \"alerts\": [".into()).await, 400);
     assert_eq!(
-        post(&base, "/ingest/alertmanager", &[], alertmanager(vec![]).to_string().replace("\"4\"", "\"2\"")).await,
+        post(
+            &base,
+            "/ingest/alertmanager",
+            &[],
+            "{\"version\": \"4\", \"alerts\": [".into()
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        post(
+            &base,
+            "/ingest/alertmanager",
+            &[],
+            alertmanager(vec![]).to_string().replace("\"4\"", "\"2\"")
+        )
+        .await,
         422
     );
 
@@ -157,19 +192,33 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
         1,
     )
     .await;
-    let incident = &sql(&base, "SELECT * FROM incidents_latest WHERE rule_id = 'deploy-regression'").await[0];
+    let incident = &sql(
+        &base,
+        "SELECT * FROM incidents_latest WHERE rule_id = 'deploy-regression'",
+    )
+    .await[0];
     assert_eq!(incident["entity"], "checkout");
     assert_eq!(incident["scope"], "prod");
     assert_eq!(incident["event_count"], 3);
-    let root = sql(&base, &format!(
-        "SELECT source, kind FROM events WHERE event_id = '{}'",
-        incident["root_cause_event_id"].as_str().expect("root cause")
-    ))
+    let root = sql(
+        &base,
+        &format!(
+            "SELECT source, kind FROM events WHERE event_id = '{}'",
+            incident["root_cause_event_id"]
+                .as_str()
+                .expect("root cause")
+        ),
+    )
     .await;
     assert_eq!(root[0]["kind"], "deploy");
     assert_eq!(count(&base, "SELECT count(*) AS n FROM events").await, 3);
 
-    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(
         metrics.contains("causeway_receiver_rejected_requests_total{reason=\"malformed\",source=\"alertmanager\"} 1"),
         "{metrics}"
@@ -177,8 +226,15 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
     assert!(metrics.contains("causeway_receiver_rejected_requests_total{reason=\"unsupported\",source=\"alertmanager\"} 1"));
 
     // Acknowledged, then killed before any commit could happen: still there after restart.
-    let late = alertmanager(vec![alert("PodRestarts", "checkout-7d9f8b6c5d-x2k4q", "2024-05-01T10:05:00Z")]);
-    assert_eq!(post(&base, "/ingest/alertmanager", &[], late.to_string()).await, 200);
+    let late = alertmanager(vec![alert(
+        "PodRestarts",
+        "checkout-7d9f8b6c5d-x2k4q",
+        "2024-05-01T10:05:00Z",
+    )]);
+    assert_eq!(
+        post(&base, "/ingest/alertmanager", &[], late.to_string()).await,
+        200
+    );
     drop(inst); // SIGKILL
 
     let inst = start(dir.path(), port).await;
@@ -193,7 +249,10 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
     // SIGTERM drains and exits cleanly.
     let mut inst = inst;
     let pid = inst.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -211,7 +270,11 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
         .arg("SELECT count(*) AS n FROM events")
         .output()
         .expect("causeway sql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(rows[0]["n"], 4);
 }
@@ -237,5 +300,9 @@ fn validate_config_reports_bad_files_with_a_non_zero_exit() {
         .arg(&good)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

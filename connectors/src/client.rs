@@ -70,10 +70,15 @@ impl HttpPoster {
     /// GETs `path` and returns the status and body.
     pub async fn get(&self, path: &str) -> Result<Posted> {
         let url = format!("{}{}", self.base, path);
-        let resp = self.client.get(&url).send().await.map_err(|e| Error::Http {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::Http {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
         Ok(Posted { status, body })

@@ -86,7 +86,8 @@ impl IntoResponse for Rejection {
             message = %self.message,
             "request rejected"
         );
-        let body = serde_json::json!({"status": "error", "reason": self.reason, "error": self.message});
+        let body =
+            serde_json::json!({"status": "error", "reason": self.reason, "error": self.message});
         (self.status, Json(body)).into_response()
     }
 }
@@ -110,9 +111,13 @@ fn check_json(source: &'static str, headers: &HeaderMap) -> Result<(), Rejection
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-    {
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         Ok(())
     } else {
         Err(reject(
@@ -141,7 +146,9 @@ fn body_or_reject(
 
 fn decode_rejection(source: &'static str, e: Error) -> Rejection {
     match e {
-        Error::Malformed { .. } => reject(source, StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        Error::Malformed { .. } => {
+            reject(source, StatusCode::BAD_REQUEST, "malformed", e.to_string())
+        }
         Error::Unsupported { .. } => reject(
             source,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -257,7 +264,11 @@ async fn github_webhook(
 }
 
 /// Checks `X-Hub-Signature-256: sha256=<hex>` over the raw body, in constant time.
-fn verify_github_signature(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
+fn verify_github_signature(
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Rejection> {
     let unauthorized = |msg: &str| reject("github", StatusCode::UNAUTHORIZED, "signature", msg);
     let sig = headers
         .get("x-hub-signature-256")

@@ -8,8 +8,9 @@ use prometheus::{
 };
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register_int_counter_vec!(Opts::new(name, help), labels)
-        .unwrap_or_else(|_| IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    register_int_counter_vec!(Opts::new(name, help), labels).unwrap_or_else(|_| {
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+    })
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {

@@ -8,8 +8,8 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, Float64Builder, MapBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
-    UInt32Builder,
+    Array, ArrayRef, Float64Builder, MapBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use causeway_rules::{Event, IncidentEdge, IncidentVersion};

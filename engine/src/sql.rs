@@ -119,7 +119,10 @@ impl HistoryReader {
             .with_target_partitions(2);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let snapshots: Vec<(&str, TableSnapshot)> = match &self.source {
-            Source::Live(h) => TABLES.iter().map(|t| (t.name, h.snapshot(t.name))).collect(),
+            Source::Live(h) => TABLES
+                .iter()
+                .map(|t| (t.name, h.snapshot(t.name)))
+                .collect(),
             Source::Dir { dir, committed_seq } => {
                 let files = history::scan(dir, Some(*committed_seq), false)?;
                 TABLES
@@ -176,8 +179,8 @@ async fn register_table(
         .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
         .collect::<datafusion::error::Result<Vec<_>>>()
         .map_err(internal)?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(schema);

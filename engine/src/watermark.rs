@@ -114,12 +114,12 @@ impl WatermarkTracker {
 
     /// The watermark at `now`, or none before any event.
     pub fn watermark(&self, config: &WatermarkConfig, now: ProcessingTime) -> Option<EventTime> {
-        let idle_before = now.sub(config.idle_timeout);
+        let idle_before = now.minus(config.idle_timeout);
         let active = self
             .clocks
             .iter()
             .filter(|(_, c)| c.last_seen > idle_before)
-            .map(|(s, c)| c.max_time.sub(config.timing(s).delay))
+            .map(|(s, c)| c.max_time.minus(config.timing(s).delay))
             .min();
         active.or_else(|| self.clocks.values().map(|c| c.max_time).max())
     }

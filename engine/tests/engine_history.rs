@@ -12,14 +12,23 @@ fn event(secs: i64, kind: EventKind, entity: &str, status: &str, name: &str) -> 
     let sid = format!("{name}@{secs}");
     Event {
         id: Event::derive_id("test", &sid, status),
-        source: if kind == EventKind::Deploy { "github" } else { "alertmanager" }.into(),
+        source: if kind == EventKind::Deploy {
+            "github"
+        } else {
+            "alertmanager"
+        }
+        .into(),
         source_event_id: sid,
         kind,
         time: EventTime::from_micros(1_700_000_000_000_000 + secs * 1_000_000),
         ingested_at: ProcessingTime::from_micros(0),
         scope: "prod".into(),
         entity: entity.into(),
-        severity: if kind == EventKind::Alert { Severity::Critical } else { Severity::None },
+        severity: if kind == EventKind::Alert {
+            Severity::Critical
+        } else {
+            Severity::None
+        },
         status: status.into(),
         summary: name.into(),
         attributes: [("alertname".to_owned(), name.to_owned())].into(),
@@ -53,7 +62,10 @@ fn records(events: Vec<Event>, first: u64) -> Vec<(LogPosition, Event)> {
 }
 
 async fn count(reader: &HistoryReader, sql: &str) -> i64 {
-    let r = reader.query(sql, QueryLimits::default()).await.expect("query");
+    let r = reader
+        .query(sql, QueryLimits::default())
+        .await
+        .expect("query");
     r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 
@@ -109,7 +121,16 @@ async fn deploy_regression_lands_in_queryable_history_and_survives_restart() {
     assert_eq!(engine.next_offsets().get(&0), Some(&4));
     engine
         .process(
-            records(vec![event(60, EventKind::Alert, "checkout", "firing", "HighErrorRate")], 2),
+            records(
+                vec![event(
+                    60,
+                    EventKind::Alert,
+                    "checkout",
+                    "firing",
+                    "HighErrorRate",
+                )],
+                2,
+            ),
             ProcessingTime::from_micros(61_000_000),
         )
         .expect("process");
@@ -133,7 +154,10 @@ async fn sql_is_read_only_and_cannot_reach_files() {
             .query(bad, QueryLimits::default())
             .await
             .expect_err(bad);
-        assert!(matches!(err, causeway_engine::Error::Query(_)), "{bad}: {err}");
+        assert!(
+            matches!(err, causeway_engine::Error::Query(_)),
+            "{bad}: {err}"
+        );
     }
     assert_eq!(count(&reader, "SELECT count(*) FROM incidents").await, 0);
 }

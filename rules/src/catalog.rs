@@ -59,13 +59,7 @@ impl Catalog {
             .iter()
             .find(|s| s.repos.iter().any(|r| r.eq_ignore_ascii_case(full_name)))
             .map(|s| s.name.clone())
-            .unwrap_or_else(|| {
-                full_name
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or(full_name)
-                    .to_owned()
-            })
+            .unwrap_or_else(|| full_name.rsplit('/').next().unwrap_or(full_name).to_owned())
     }
 
     /// The service a workload in a namespace belongs to; else the workload's name.
@@ -113,7 +107,10 @@ mod tests {
     fn repos_and_workloads_map_to_their_service() {
         let c = catalog();
         assert_eq!(c.service_for_repo("acme/payments-service"), "payments");
-        assert_eq!(c.service_for_workload(Some("shop"), "payments-api"), "payments");
+        assert_eq!(
+            c.service_for_workload(Some("shop"), "payments-api"),
+            "payments"
+        );
         assert_eq!(c.cluster_for_environment("production"), "prod");
     }
 
@@ -121,7 +118,10 @@ mod tests {
     fn unknown_identities_are_kept_as_they_are() {
         let c = catalog();
         assert_eq!(c.service_for_repo("acme/checkout"), "checkout");
-        assert_eq!(c.service_for_workload(Some("other"), "payments-api"), "payments-api");
+        assert_eq!(
+            c.service_for_workload(Some("other"), "payments-api"),
+            "payments-api"
+        );
         assert_eq!(c.cluster_for_environment("staging"), "staging");
     }
 }

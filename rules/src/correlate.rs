@@ -322,7 +322,7 @@ impl Correlator {
         let behind = self.state.watermark.is_some_and(|w| event.time < w);
         if behind {
             let w = self.state.watermark.unwrap_or(EventTime::MIN);
-            if event.time < w.sub(allowed_lateness) {
+            if event.time < w.minus(allowed_lateness) {
                 out.too_late.push(event);
                 return PushOutcome::TooLate;
             }
@@ -408,7 +408,7 @@ impl Correlator {
             };
             let candidate = causes
                 .iter()
-                .filter(|c| c.time <= e.time && e.time <= c.time.add(rule.within))
+                .filter(|c| c.time <= e.time && e.time <= c.time.plus(rule.within))
                 .filter(|c| c.event_id != e.id)
                 .max_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)));
             if let Some(c) = candidate
@@ -430,7 +430,7 @@ impl Correlator {
             .filter(|id| {
                 self.state.incidents.get(*id).is_some_and(|inc| {
                     inc.current.state != IncidentState::Resolved
-                        && e.time <= inc.current.opened_at.add(self.config.max_duration)
+                        && e.time <= inc.current.opened_at.plus(self.config.max_duration)
                 })
             })
             .cloned();
@@ -439,10 +439,7 @@ impl Correlator {
             None => {
                 let generation = self.state.cause_generation.entry(key.clone()).or_insert(0);
                 *generation += 1;
-                let id = id::derive(
-                    "inc",
-                    &[&rule.id, &cause.event_id, &generation.to_string()],
-                );
+                let id = id::derive("inc", &[&rule.id, &cause.event_id, &generation.to_string()]);
                 let incident = Incident {
                     current: IncidentVersion {
                         incident_id: id.clone(),
@@ -504,8 +501,8 @@ impl Correlator {
             .filter(|id| {
                 self.state.incidents.get(*id).is_some_and(|inc| {
                     inc.current.state != IncidentState::Resolved
-                        && e.time <= inc.current.updated_at.add(self.config.group_interval)
-                        && e.time <= inc.current.opened_at.add(self.config.max_duration)
+                        && e.time <= inc.current.updated_at.plus(self.config.group_interval)
+                        && e.time <= inc.current.opened_at.plus(self.config.max_duration)
                 })
             })
             .cloned();
@@ -586,9 +583,7 @@ impl Correlator {
             }
             let key = (e.source.clone(), e.source_event_id.clone());
             inc.firing.insert(key.clone());
-            self.state
-                .alert_members
-                .insert(key, incident_id.to_owned());
+            self.state.alert_members.insert(key, incident_id.to_owned());
         }
         let lag = e.time.seconds_since(inc.current.opened_at);
         out.edges.push(IncidentEdge {
@@ -640,7 +635,9 @@ impl Correlator {
         if e.time > inc.current.updated_at {
             inc.current.updated_at = e.time;
         }
-        self.state.quiet.remove(&(old_deadline, incident_id.clone()));
+        self.state
+            .quiet
+            .remove(&(old_deadline, incident_id.clone()));
         if inc.firing.is_empty() {
             inc.current.state = IncidentState::Resolved;
             inc.current.resolved_at = Some(inc.current.updated_at);
@@ -676,7 +673,7 @@ impl Correlator {
     }
 
     fn evict(&mut self, watermark: EventTime) {
-        let horizon = watermark.sub(self.config.max_lateness);
+        let horizon = watermark.minus(self.config.max_lateness);
         // Remembered ids: anything older than the horizon would be too late anyway.
         while let Some(first) = self.state.seen_by_time.first() {
             if first.0 >= horizon {
@@ -689,7 +686,7 @@ impl Correlator {
         let rules = &self.rules;
         self.state.causes.retain(|(i, _, _), causes| {
             let within = rules.get(*i).map(|r| r.within).unwrap_or_default();
-            causes.retain(|c| c.time.add(within) >= horizon);
+            causes.retain(|c| c.time.plus(within) >= horizon);
             !causes.is_empty()
         });
         let max_duration = self.config.max_duration;
@@ -701,10 +698,10 @@ impl Correlator {
                 IncidentState::Resolved => {
                     inc.current.resolved_at.unwrap_or(inc.current.updated_at) < horizon
                 }
-                _ => inc.current.opened_at.add(max_duration) < horizon,
+                _ => inc.current.opened_at.plus(max_duration) < horizon,
             };
             let group_idle = inc.group.is_some()
-                && inc.current.updated_at.add(group_interval) < horizon
+                && inc.current.updated_at.plus(group_interval) < horizon
                 && inc.current.state == IncidentState::Resolved;
             if done || group_idle {
                 dropped.push(id.clone());
@@ -733,7 +730,7 @@ impl Correlator {
 }
 
 fn quiet_deadline(v: &IncidentVersion, resolve_after: Duration) -> EventTime {
-    v.updated_at.add(resolve_after)
+    v.updated_at.plus(resolve_after)
 }
 
 /// Orders changes before symptoms at the same instant, then by id.
@@ -754,12 +751,19 @@ fn render_title(inc: &Incident) -> String {
     let alerts = if inc.alertnames.is_empty() {
         "alerts".to_owned()
     } else {
-        inc.alertnames.iter().cloned().collect::<Vec<_>>().join(", ")
+        inc.alertnames
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     inc.title_template
         .replace("{entity}", &inc.current.entity)
         .replace("{scope}", &inc.current.scope)
-        .replace("{cause}", inc.cause_summary.as_deref().unwrap_or("unknown cause"))
+        .replace(
+            "{cause}",
+            inc.cause_summary.as_deref().unwrap_or("unknown cause"),
+        )
         .replace("{alerts}", &alerts)
         .replace("{count}", &inc.current.event_count.to_string())
 }

@@ -16,7 +16,7 @@ pub mod time;
 
 pub use catalog::{Catalog, ServiceEntry};
 pub use correlate::{
-    CorrelatorConfig, Correlator, EdgeRole, IncidentEdge, IncidentState, IncidentVersion, Matches,
+    Correlator, CorrelatorConfig, EdgeRole, IncidentEdge, IncidentState, IncidentVersion, Matches,
     Output, PushOutcome,
 };
 pub use error::{Error, Result};

@@ -191,7 +191,10 @@ mod tests {
     fn errors_name_the_file_and_field() {
         let text = "version: 1\nrules:\n  - id: Bad Id\n    title: t\n    cause: {where: \"true\"}\n    effect: {where: \"true\"}\n    within: 5m\n";
         let err = RulePack::from_files(&[("rules/a.yaml", text)]).expect_err("bad id");
-        assert!(err.to_string().starts_with("rules/a.yaml: rules[0].id:"), "{err}");
+        assert!(
+            err.to_string().starts_with("rules/a.yaml: rules[0].id:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -68,12 +68,12 @@ macro_rules! micros_time {
             }
 
             /// This instant plus a duration (saturating).
-            pub fn add(self, d: Duration) -> Self {
+            pub fn plus(self, d: Duration) -> Self {
                 Self(self.0.saturating_add(duration_micros(d)))
             }
 
             /// This instant minus a duration (saturating).
-            pub fn sub(self, d: Duration) -> Self {
+            pub fn minus(self, d: Duration) -> Self {
                 Self(self.0.saturating_sub(duration_micros(d)))
             }
 

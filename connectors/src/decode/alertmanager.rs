@@ -76,13 +76,15 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     }
     let mut events = Vec::with_capacity(hook.alerts.len());
     for (i, raw) in hook.alerts.iter().enumerate() {
-        let alert: Alert = serde_json::from_str(raw.get())
-            .map_err(|e| malformed(format!("alerts[{i}]: {e}")))?;
-        events.push(alert_event(alert, raw.get(), &hook, cx).map_err(|e| match e {
-            Error::Malformed { reason, .. } => malformed(format!("alerts[{i}]: {reason}")),
-            Error::Unsupported { reason, .. } => unsupported(format!("alerts[{i}]: {reason}")),
-            other => other,
-        })?);
+        let alert: Alert =
+            serde_json::from_str(raw.get()).map_err(|e| malformed(format!("alerts[{i}]: {e}")))?;
+        events.push(
+            alert_event(alert, raw.get(), &hook, cx).map_err(|e| match e {
+                Error::Malformed { reason, .. } => malformed(format!("alerts[{i}]: {reason}")),
+                Error::Unsupported { reason, .. } => unsupported(format!("alerts[{i}]: {reason}")),
+                other => other,
+            })?,
+        );
     }
     Ok(events)
 }
@@ -108,7 +110,9 @@ fn alert_event(
         // Alertmanager sends the zero time for "not ended".
         None | Some("") => None,
         Some(s) if s.starts_with("0001-01-01") => None,
-        Some(s) => Some(EventTime::parse_rfc3339(s).map_err(|e| malformed(format!("endsAt: {e}")))?),
+        Some(s) => {
+            Some(EventTime::parse_rfc3339(s).map_err(|e| malformed(format!("endsAt: {e}")))?)
+        }
     };
     let time = match (alert.status.as_str(), ends_at) {
         ("resolved", Some(end)) => end,

@@ -128,7 +128,10 @@ pub fn decode(
             let s = &p.deployment_status;
             let d = &p.deployment;
             let time = parse_time("deployment_status.created_at", &s.created_at)?;
-            let environment = s.environment.clone().unwrap_or_else(|| d.environment.clone());
+            let environment = s
+                .environment
+                .clone()
+                .unwrap_or_else(|| d.environment.clone());
             let sha7: String = d.sha.chars().take(7).collect();
             let summary = format!(
                 "deploy {} {} to {}: {}",
@@ -279,8 +282,8 @@ mod tests {
     #[test]
     fn deployment_status_is_a_deploy_of_the_catalog_service() {
         let c = catalog();
-        let events = decode("deployment_status", Some("d-1"), STATUS.as_bytes(), &cx(&c))
-            .expect("decodes");
+        let events =
+            decode("deployment_status", Some("d-1"), STATUS.as_bytes(), &cx(&c)).expect("decodes");
         let e = &events[0];
         assert_eq!(e.kind, EventKind::Deploy);
         assert_eq!(e.source_event_id, "42");
@@ -288,7 +291,10 @@ mod tests {
         assert_eq!(e.entity, "payments");
         assert_eq!(e.scope, "prod-eu");
         assert_eq!(e.time.to_rfc3339(), "2024-05-01T10:00:00Z");
-        assert_eq!(e.attr("sha"), Some("f95f852bd8fca8fcc58a9a2d6c842781e32a215e"));
+        assert_eq!(
+            e.attr("sha"),
+            Some("f95f852bd8fca8fcc58a9a2d6c842781e32a215e")
+        );
         assert_eq!(e.attr("namespace"), Some("shop"));
         assert!(e.summary.contains("f95f852"));
     }
@@ -304,7 +310,11 @@ mod tests {
     #[test]
     fn ping_is_accepted_and_other_events_are_unsupported() {
         let c = catalog();
-        assert!(decode("ping", None, b"{\"zen\":\"x\"}", &cx(&c)).expect("ok").is_empty());
+        assert!(
+            decode("ping", None, b"{\"zen\":\"x\"}", &cx(&c))
+                .expect("ok")
+                .is_empty()
+        );
         let err = decode("push", None, b"{}", &cx(&c)).expect_err("push");
         assert!(err.to_string().starts_with("unsupported"), "{err}");
         let err = decode("deployment_status", None, b"{\"action\":1}", &cx(&c)).expect_err("bad");

@@ -86,7 +86,10 @@ mod tests {
                 .as_deref(),
             Some("cart")
         );
-        assert_eq!(workload_from_labels(&l(&[("job", "node")])).as_deref(), Some("node"));
+        assert_eq!(
+            workload_from_labels(&l(&[("job", "node")])).as_deref(),
+            Some("node")
+        );
         assert_eq!(workload_from_labels(&l(&[])), None);
     }
 }

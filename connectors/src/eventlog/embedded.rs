@@ -159,7 +159,8 @@ impl EmbeddedLog {
                 dropped_bytes = actual - valid_len,
                 "truncating unacknowledged torn tail of the event log"
             );
-            file.set_len(valid_len).map_err(Error::io("truncate", &path))?;
+            file.set_len(valid_len)
+                .map_err(Error::io("truncate", &path))?;
             file.sync_all().map_err(Error::io("sync", &path))?;
         }
         let next = last + count;

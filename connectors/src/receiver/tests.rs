@@ -64,25 +64,48 @@ fn post(path: &str, ct: &str, body: impl Into<Body>) -> Request<Body> {
 async fn the_status_policy_holds_and_refusals_leave_no_events() {
     let log = Arc::new(MemoryLog::default());
     let a = || app(log.clone(), None);
-    assert_eq!(send(a(), post("/ingest/alertmanager", "application/json", ALERT)).await, StatusCode::OK);
+    assert_eq!(
+        send(a(), post("/ingest/alertmanager", "application/json", ALERT)).await,
+        StatusCode::OK
+    );
     assert_eq!(log.events.lock().expect("lock").len(), 1);
     assert_eq!(
         send(a(), post("/ingest/alertmanager", "text/plain", ALERT)).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
     assert_eq!(
-        send(a(), post("/ingest/alertmanager", "application/json", "{not json")).await,
+        send(
+            a(),
+            post("/ingest/alertmanager", "application/json", "{not json")
+        )
+        .await,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        send(a(), post("/ingest/alertmanager", "application/json", ALERT.replace("\"4\"", "\"3\""))).await,
+        send(
+            a(),
+            post(
+                "/ingest/alertmanager",
+                "application/json",
+                ALERT.replace("\"4\"", "\"3\"")
+            )
+        )
+        .await,
         StatusCode::UNPROCESSABLE_ENTITY
     );
     assert_eq!(
-        send(a(), post("/ingest/alertmanager", "application/json", vec![b' '; 5000])).await,
+        send(
+            a(),
+            post("/ingest/alertmanager", "application/json", vec![b' '; 5000])
+        )
+        .await,
         StatusCode::PAYLOAD_TOO_LARGE
     );
-    assert_eq!(log.events.lock().expect("lock").len(), 1, "refusals added nothing");
+    assert_eq!(
+        log.events.lock().expect("lock").len(),
+        1,
+        "refusals added nothing"
+    );
     let before = metrics::REJECTED
         .with_label_values(&["alertmanager", "malformed"])
         .get();
@@ -93,7 +116,11 @@ async fn the_status_policy_holds_and_refusals_leave_no_events() {
         ..MemoryLog::default()
     });
     assert_eq!(
-        send(app(down, None), post("/ingest/alertmanager", "application/json", ALERT)).await,
+        send(
+            app(down, None),
+            post("/ingest/alertmanager", "application/json", ALERT)
+        )
+        .await,
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
@@ -113,10 +140,16 @@ async fn github_signatures_are_verified_when_a_secret_is_set() {
             .body(Body::from(body))
             .expect("request")
     };
-    assert_eq!(send(app(log.clone(), Some("s3cret")), req(&good)).await, StatusCode::OK);
+    assert_eq!(
+        send(app(log.clone(), Some("s3cret")), req(&good)).await,
+        StatusCode::OK
+    );
     assert_eq!(
         send(app(log.clone(), Some("s3cret")), req("sha256=00")).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(send(app(log, Some("other")), req(&good)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(app(log, Some("other")), req(&good)).await,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -22,7 +22,13 @@ fn deploy(secs: i64, entity: &str, sha: &str) -> (Event, Matches) {
         attributes: Default::default(),
         raw: "{}".into(),
     };
-    (e, Matches { cause: 1, effect: 0 })
+    (
+        e,
+        Matches {
+            cause: 1,
+            effect: 0,
+        },
+    )
 }
 
 fn alert(secs: i64, entity: &str, name: &str, status: &str, starts: i64) -> (Event, Matches) {
@@ -90,7 +96,11 @@ fn deploy_then_alerts_within_window_open_one_incident_rooted_at_the_deploy() {
     assert_eq!(inc.event_count, 3);
     assert_eq!(inc.version, 2);
     assert_eq!(inc.state, IncidentState::Updated);
-    assert!(inc.title.contains("HighErrorRate, HighLatency"), "{}", inc.title);
+    assert!(
+        inc.title.contains("HighErrorRate, HighLatency"),
+        "{}",
+        inc.title
+    );
     let roles: Vec<_> = out.edges.iter().map(|e| (e.role, e.lag_seconds)).collect();
     assert_eq!(
         roles,

@@ -48,7 +48,11 @@ fn webhook_alerts_become_events_with_native_ids_times_and_entities() {
     assert_eq!(a.attr("external_url"), Some("http://am.example:9093"));
     assert!(a.raw.contains("x2k4q"));
     assert_eq!(b.status, "resolved");
-    assert_eq!(b.time.to_rfc3339(), "2024-05-01T10:20:00Z", "resolved at endsAt");
+    assert_eq!(
+        b.time.to_rfc3339(),
+        "2024-05-01T10:20:00Z",
+        "resolved at endsAt"
+    );
     assert_eq!(b.scope, "prod-us", "default cluster when no label");
     assert_eq!(b.entity, "checkout");
 }
@@ -59,7 +63,11 @@ fn resends_get_the_same_id_and_resolution_another() {
     let first = decode(FIRING.as_bytes(), &cx(&catalog)).expect("decodes");
     let again = decode(FIRING.as_bytes(), &cx(&catalog)).expect("decodes");
     assert_eq!(first[0].id, again[0].id);
-    let resolved = FIRING.replacen("\"status\": \"firing\",\n     \"labels\": {\"alertname\": \"HighErrorRate\"", "\"status\": \"resolved\",\n     \"labels\": {\"alertname\": \"HighErrorRate\"", 1);
+    let resolved = FIRING.replacen(
+        "\"status\": \"firing\",\n     \"labels\": {\"alertname\": \"HighErrorRate\"",
+        "\"status\": \"resolved\",\n     \"labels\": {\"alertname\": \"HighErrorRate\"",
+        1,
+    );
     let r = decode(resolved.as_bytes(), &cx(&catalog)).expect("decodes");
     assert_eq!(r[0].source_event_id, first[0].source_event_id);
     assert_ne!(r[0].id, first[0].id);

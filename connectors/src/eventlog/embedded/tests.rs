@@ -25,13 +25,13 @@ async fn appended_events_are_read_back_in_order_after_reopen_and_torn_tails_are_
     {
         let (log, writer) = EmbeddedLog::open(dir.path()).expect("open");
         let handle = tokio::task::spawn_blocking(move || writer.run());
-        log.append((0..10).map(event).collect()).await.expect("append");
+        log.append((0..10).map(event).collect())
+            .await
+            .expect("append");
         log.append(vec![event(10)]).await.expect("append");
         assert_eq!(log.end_offsets().get(&0), Some(&11));
         let mut consumer = log.consumer();
-        consumer
-            .seek(&[(0, 4)].into())
-            .expect("seek");
+        consumer.seek(&[(0, 4)].into()).expect("seek");
         let got = consumer
             .poll(100, Duration::from_millis(10))
             .await
