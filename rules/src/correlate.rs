@@ -19,6 +19,10 @@
 //!   and is younger than the maximum duration, else opens a new group;
 //! - a cause is buffered for its rules until the watermark passes `time + within`.
 //!
+//! An incident resolves when all its alerts have resolved; one whose alerts no longer
+//! fire and that saw nothing for `resolve_after` resolves as quiet; one whose alerts
+//! still fire resolves at `max_duration` (senders that never send resolutions).
+//!
 //! Every change to an incident is one new version. Ids are hashes of what opened the
 //! incident, so replays and restarts give the same ids and versions. State is bounded:
 //! causes, groups, resolved incidents and remembered event ids are evicted once the
@@ -317,6 +321,18 @@ impl Correlator {
         out: &mut Output,
     ) -> PushOutcome {
         if self.state.seen.contains(&event.id) {
+            return PushOutcome::Duplicate;
+        }
+        // Alertmanager re-sends a still-firing alert with its original `startsAt`
+        // for as long as it fires, long after its id has left the dedup horizon:
+        // while an incident holds it as firing, it is a re-send, not a late event.
+        if event.kind == EventKind::Alert
+            && event.status == "firing"
+            && self
+                .state
+                .alert_members
+                .contains_key(&(event.source.clone(), event.source_event_id.clone()))
+        {
             return PushOutcome::Duplicate;
         }
         let behind = self.state.watermark.is_some_and(|w| event.time < w);
@@ -661,6 +677,13 @@ impl Correlator {
             if let Some(inc) = self.state.incidents.get_mut(&id)
                 && inc.current.state != IncidentState::Resolved
             {
+                // Alerts still firing are not quiet: wait for their resolution, or
+                // until the incident's maximum duration.
+                let expiry = inc.current.opened_at.plus(self.config.max_duration);
+                if !inc.firing.is_empty() && deadline < expiry {
+                    self.state.quiet.insert((expiry, id));
+                    continue;
+                }
                 inc.current.state = IncidentState::Resolved;
                 inc.current.resolved_at = Some(deadline);
                 inc.current.updated_at = deadline;

@@ -241,3 +241,75 @@ fn ids_do_not_depend_on_arrival_order_within_the_watermark() {
     let backward = run(&mut b, reversed, 1000);
     assert_eq!(forward, backward);
 }
+
+#[test]
+fn a_long_firing_alert_resent_after_the_dedup_horizon_is_a_duplicate_not_late() {
+    let mut c = correlator();
+    let mut out = run(
+        &mut c,
+        vec![alert(0, "cart", "PodCrashLooping", "firing", 0)],
+        10,
+    );
+    // Hours later (other traffic moves the watermark), the same alert is re-sent.
+    out.extend(run(
+        &mut c,
+        vec![alert(4 * 3600, "cart", "Other", "firing", 4 * 3600)],
+        4 * 3600 + 10,
+    ));
+    let (again, m) = alert(0, "cart", "PodCrashLooping", "firing", 0);
+    assert_eq!(
+        c.push(again, m, Duration::from_secs(600), &mut out),
+        PushOutcome::Duplicate
+    );
+    assert!(out.too_late.is_empty());
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn arb_event() -> impl Strategy<Value = (Event, Matches)> {
+        let entity = prop::sample::select(vec!["checkout", "payments", "search"]);
+        let name = prop::sample::select(vec!["HighErrorRate", "HighLatency", "CrashLoop"]);
+        (0i64..3600, entity, name, 0u8..4).prop_map(|(t, entity, name, k)| match k {
+            0 => deploy(t, entity, &format!("sha{t}")),
+            // Real ids are fingerprint + startsAt, and the event time of a firing
+            // alert is its startsAt: one id, one time.
+            1 => alert(t / 60 * 60 + 300, entity, name, "resolved", t / 60 * 60),
+            _ => alert(t / 60 * 60, entity, name, "firing", t / 60 * 60),
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn arrival_order_and_duplicates_do_not_change_incidents(
+            events in prop::collection::vec(arb_event(), 1..60),
+            seed in any::<u64>(),
+            dup_every in 1usize..5,
+        ) {
+            let mut a = correlator();
+            let expected = run(&mut a, events.clone(), 100_000);
+
+            // A deterministic shuffle plus duplicates of every `dup_every`-th event.
+            let mut shuffled: Vec<(Event, Matches)> = events.clone();
+            for (i, e) in events.iter().enumerate() {
+                if i % dup_every == 0 {
+                    shuffled.push(e.clone());
+                }
+            }
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut b = correlator();
+            let got = run(&mut b, shuffled, 100_000);
+            prop_assert_eq!(got, expected);
+        }
+    }
+}
