@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::decode::{DecodeContext, alertmanager, github};
+use crate::decode::{DecodeContext, alertmanager, cloudevents, github};
 use crate::{Error, EventLog, metrics};
 
 /// Receiver settings.
@@ -58,6 +58,8 @@ pub fn router(state: ReceiverState) -> Router {
     Router::new()
         .route("/ingest/alertmanager", post(alertmanager_webhook))
         .route("/ingest/github", post(github_webhook))
+        .route("/api/v2/alerts", post(prometheus_alerts))
+        .route("/ingest/events", post(cloudevents))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -217,6 +219,54 @@ async fn alertmanager_webhook(
             received_at: ProcessingTime::now(),
         };
         let events = alertmanager::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
+        append(&state, SOURCE, events).await
+    }
+    .await;
+    finish(SOURCE, started, result)
+}
+
+async fn prometheus_alerts(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const SOURCE: &str = "prometheus";
+    let started = Instant::now();
+    let result = async {
+        let Query(hints) =
+            query.map_err(|e| reject(SOURCE, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        check_json(SOURCE, &headers)?;
+        let body = body_or_reject(SOURCE, body)?;
+        let cx = DecodeContext {
+            catalog: &state.catalog,
+            cluster_hint: hints.cluster.as_deref().filter(|c| !c.is_empty()),
+            received_at: ProcessingTime::now(),
+        };
+        let events =
+            alertmanager::decode_api_v2(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
+        append(&state, SOURCE, events).await
+    }
+    .await;
+    finish(SOURCE, started, result)
+}
+
+async fn cloudevents(
+    State(state): State<ReceiverState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const SOURCE: &str = "events";
+    let started = Instant::now();
+    let result = async {
+        check_json(SOURCE, &headers)?;
+        let body = body_or_reject(SOURCE, body)?;
+        let cx = DecodeContext {
+            catalog: &state.catalog,
+            cluster_hint: None,
+            received_at: ProcessingTime::now(),
+        };
+        let events = cloudevents::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
         append(&state, SOURCE, events).await
     }
     .await;

@@ -29,6 +29,9 @@ struct Webhook<'a> {
     external_url: String,
     #[serde(default)]
     group_key: String,
+    /// The group's status; speaks for alerts that carry none of their own.
+    #[serde(default)]
+    status: Option<String>,
     #[serde(borrow)]
     alerts: Vec<&'a RawValue>,
 }
@@ -36,6 +39,7 @@ struct Webhook<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Alert {
+    #[serde(default)]
     status: String,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -76,15 +80,81 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     }
     let mut events = Vec::with_capacity(hook.alerts.len());
     for (i, raw) in hook.alerts.iter().enumerate() {
-        let alert: Alert =
+        let mut alert: Alert =
             serde_json::from_str(raw.get()).map_err(|e| malformed(format!("alerts[{i}]: {e}")))?;
+        if alert.status.is_empty() {
+            // Some senders put the status on the group only.
+            alert.status = hook.status.clone().unwrap_or_else(|| "firing".into());
+        }
+        let extra = WebhookContext {
+            receiver: &hook.receiver,
+            external_url: &hook.external_url,
+            group_key: &hook.group_key,
+        };
         events.push(
-            alert_event(alert, raw.get(), &hook, cx).map_err(|e| match e {
-                Error::Malformed { reason, .. } => malformed(format!("alerts[{i}]: {reason}")),
-                Error::Unsupported { reason, .. } => unsupported(format!("alerts[{i}]: {reason}")),
-                other => other,
-            })?,
+            alert_event(alert, raw.get(), &extra, cx)
+                .map_err(|e| at(&format!("alerts[{i}]"), e))?,
         );
+    }
+    Ok(events)
+}
+
+/// Prefixes a decode error's reason with where in the payload it happened.
+fn at(place: &str, e: Error) -> Error {
+    match e {
+        Error::Malformed { reason, .. } => malformed(format!("{place}: {reason}")),
+        Error::Unsupported { reason, .. } => unsupported(format!("{place}: {reason}")),
+        other => other,
+    }
+}
+
+/// What a webhook envelope adds to each alert.
+#[derive(Debug, Default)]
+struct WebhookContext<'a> {
+    receiver: &'a str,
+    external_url: &'a str,
+    group_key: &'a str,
+}
+
+/// Decodes a Prometheus → Alertmanager API v2 `PostableAlert` array. Such alerts
+/// carry no status: an alert whose `endsAt` has passed when it is received is
+/// resolved, otherwise firing (Prometheus sets `endsAt` ahead while it fires).
+pub fn decode_api_v2(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
+    let alerts: Vec<&RawValue> = serde_json::from_slice(body)
+        .map_err(|e| malformed(format!("not a PostableAlert array: {e}")))?;
+    let mut events = Vec::with_capacity(alerts.len());
+    for (i, raw) in alerts.iter().enumerate() {
+        let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
+            .map_err(|e| malformed(format!("[{i}]: not an object: {e}")))?;
+        let ends = value
+            .get("endsAt")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty() && !s.starts_with("0001-01-01"))
+            .map(EventTime::parse_rfc3339)
+            .transpose()
+            .map_err(|e| malformed(format!("[{i}]: endsAt: {e}")))?;
+        let resolved = ends.is_some_and(|end| end.as_micros() <= cx.received_at.as_micros());
+        if value
+            .get("startsAt")
+            .and_then(|v| v.as_str())
+            .is_none_or(str::is_empty)
+        {
+            // Alertmanager defaults a missing startsAt to the time it receives the alert.
+            value.insert("startsAt".into(), cx.received_at.to_rfc3339().into());
+        }
+        value.insert(
+            "status".into(),
+            if resolved { "resolved" } else { "firing" }.into(),
+        );
+        let alert: Alert = serde_json::from_value(serde_json::Value::Object(value))
+            .map_err(|e| malformed(format!("[{i}]: {e}")))?;
+        let mut event = alert_event(alert, raw.get(), &WebhookContext::default(), cx)
+            .map_err(|e| at(&format!("[{i}]"), e))?;
+        // A firing alert's `endsAt` is only Prometheus' lease; it is no end.
+        if !resolved {
+            event.attributes.remove("ends_at");
+        }
+        events.push(event);
     }
     Ok(events)
 }
@@ -92,7 +162,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
 fn alert_event(
     alert: Alert,
     raw: &str,
-    hook: &Webhook<'_>,
+    hook: &WebhookContext<'_>,
     cx: &DecodeContext<'_>,
 ) -> Result<Event> {
     if alert.status != "firing" && alert.status != "resolved" {
@@ -159,13 +229,13 @@ fn alert_event(
         attributes.insert("generator_url".into(), url);
     }
     if !hook.external_url.is_empty() {
-        attributes.insert("external_url".into(), hook.external_url.clone());
+        attributes.insert("external_url".into(), hook.external_url.to_owned());
     }
     if !hook.receiver.is_empty() {
-        attributes.insert("receiver".into(), hook.receiver.clone());
+        attributes.insert("receiver".into(), hook.receiver.to_owned());
     }
     if !hook.group_key.is_empty() {
-        attributes.insert("group_key".into(), hook.group_key.clone());
+        attributes.insert("group_key".into(), hook.group_key.to_owned());
     }
     Ok(Event {
         id: Event::derive_id(SOURCE, &source_event_id, &alert.status),

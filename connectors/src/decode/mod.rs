@@ -6,6 +6,7 @@
 //! shared by the HTTP receivers and file import.
 
 pub mod alertmanager;
+pub mod cloudevents;
 pub mod github;
 pub mod identity;
 

@@ -112,3 +112,39 @@ fn bad_payloads_are_rejected_whole_with_a_reason() {
         assert!(err.to_string().starts_with(kind), "{body}: {err}");
     }
 }
+
+#[test]
+fn prometheus_api_v2_alerts_take_their_status_from_ends_at() {
+    let catalog = Catalog::default();
+    let cx = DecodeContext {
+        catalog: &catalog,
+        cluster_hint: Some("prod"),
+        received_at: ProcessingTime::parse_rfc3339("2024-05-01T10:10:00Z").expect("time"),
+    };
+    let body = r#"[
+      {"labels": {"alertname": "Up", "job": "api"}, "annotations": {},
+       "startsAt": "2024-05-01T10:00:00Z", "endsAt": "2024-05-01T10:14:00Z", "generatorURL": "http://p"},
+      {"labels": {"alertname": "Up", "job": "db"},
+       "startsAt": "2024-05-01T09:00:00Z", "endsAt": "2024-05-01T10:05:00Z"}
+    ]"#;
+    let events = decode_api_v2(body.as_bytes(), &cx).expect("decodes");
+    assert_eq!(events[0].status, "firing");
+    assert_eq!(events[0].time.to_rfc3339(), "2024-05-01T10:00:00Z");
+    assert_eq!(events[0].attr("ends_at"), None);
+    assert_eq!(events[0].scope, "prod");
+    assert_eq!(events[1].status, "resolved");
+    assert_eq!(events[1].time.to_rfc3339(), "2024-05-01T10:05:00Z");
+    // The same alert posted again (Prometheus re-sends) keeps its id.
+    let again = decode_api_v2(body.as_bytes(), &cx).expect("decodes");
+    assert_eq!(again[0].id, events[0].id);
+    assert!(decode_api_v2(b"{}", &cx).is_err());
+    assert!(decode_api_v2(br#"[{"labels": {}}]"#, &cx).is_err());
+}
+
+#[test]
+fn alerts_without_their_own_status_take_the_group_status() {
+    let body = r#"{"version":"4","status":"resolved","alerts":[{"labels":{"alertname":"A","job":"x"},"startsAt":"2024-01-01T00:00:00Z","endsAt":"2024-01-01T00:05:00Z"}]}"#;
+    let events = decode(body.as_bytes(), &cx(&Catalog::default())).expect("decodes");
+    assert_eq!(events[0].status, "resolved");
+    assert_eq!(events[0].time.to_rfc3339(), "2024-01-01T00:05:00Z");
+}
