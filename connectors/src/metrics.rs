@@ -28,6 +28,16 @@ pub static ACCEPTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .unwrap_or_else(|_| IntCounterVec::new(opts, &["source"]).expect("valid metric"))
 });
 
+/// Items of accepted payloads that produce no event by design, by source and reason.
+pub static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_receiver_skipped_items_total",
+        "Items of accepted payloads that produce no event by design, by source and reason",
+    );
+    register_int_counter_vec!(opts.clone(), &["source", "reason"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["source", "reason"]).expect("valid metric"))
+});
+
 /// Receiver request latency, by source.
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     let opts = HistogramOpts::new(

@@ -23,7 +23,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::decode::{DecodeContext, alertmanager, cloudevents, github};
+use crate::decode::{DecodeContext, alertmanager, cloudevents, github, k8s_audit};
 use crate::{Error, EventLog, metrics};
 
 /// Receiver settings.
@@ -60,6 +60,7 @@ pub fn router(state: ReceiverState) -> Router {
         .route("/ingest/github", post(github_webhook))
         .route("/api/v2/alerts", post(prometheus_alerts))
         .route("/ingest/events", post(cloudevents))
+        .route("/ingest/k8s-audit", post(k8s_audit_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -268,6 +269,36 @@ async fn cloudevents(
         };
         let events = cloudevents::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
         append(&state, SOURCE, events).await
+    }
+    .await;
+    finish(SOURCE, started, result)
+}
+
+async fn k8s_audit_webhook(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    const SOURCE: &str = "k8s_audit";
+    let started = Instant::now();
+    let result = async {
+        let Query(hints) =
+            query.map_err(|e| reject(SOURCE, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        check_json(SOURCE, &headers)?;
+        let body = body_or_reject(SOURCE, body)?;
+        let cx = DecodeContext {
+            catalog: &state.catalog,
+            cluster_hint: hints.cluster.as_deref().filter(|c| !c.is_empty()),
+            received_at: ProcessingTime::now(),
+        };
+        let decoded = k8s_audit::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
+        for skipped in &decoded.skipped {
+            metrics::SKIPPED
+                .with_label_values(&[SOURCE, skipped.as_str()])
+                .inc();
+        }
+        append(&state, SOURCE, decoded.events).await
     }
     .await;
     finish(SOURCE, started, result)

@@ -9,6 +9,7 @@ pub mod alertmanager;
 pub mod cloudevents;
 pub mod github;
 pub mod identity;
+pub mod k8s_audit;
 
 use causeway_rules::{Catalog, ProcessingTime};
 
