@@ -306,3 +306,89 @@ fn validate_config_reports_bad_files_with_a_non_zero_exit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_receiver_accepts_its_format_through_the_binary_and_refuses_garbage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = start(dir.path(), free_port()).await;
+    let base = inst.base.clone();
+
+    // Prometheus posting straight to us (Alertmanager API v2).
+    let prom = json!([{"labels": {"alertname": "TargetDown", "job": "api", "cluster": "prod"},
+                       "annotations": {}, "startsAt": "2024-05-01T10:00:00Z",
+                       "endsAt": "2999-01-01T00:00:00Z", "generatorURL": "http://prom"}]);
+    assert_eq!(
+        post(&base, "/api/v2/alerts", &[], prom.to_string()).await,
+        200
+    );
+
+    // Kubernetes audit: a human patching a deployment; the earlier stage is skipped.
+    let audit = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [
+        {"kind": "Event", "auditID": "aud-1", "stage": "RequestReceived", "verb": "patch",
+         "user": {"username": "alice"}, "objectRef": {"resource": "deployments", "namespace": "shop", "name": "checkout"},
+         "requestReceivedTimestamp": "2024-05-01T10:01:00Z"},
+        {"kind": "Event", "auditID": "aud-1", "stage": "ResponseComplete", "verb": "patch",
+         "user": {"username": "alice"}, "objectRef": {"resource": "deployments", "namespace": "shop", "name": "checkout"},
+         "responseStatus": {"code": 200}, "requestReceivedTimestamp": "2024-05-01T10:01:00Z"}]});
+    assert_eq!(
+        post(
+            &base,
+            "/ingest/k8s-audit?cluster=prod",
+            &[],
+            audit.to_string()
+        )
+        .await,
+        200
+    );
+
+    // Already-normalized CloudEvents, as a batch.
+    let ce = json!([{"specversion": "1.0", "id": "ce-1", "source": "ci", "type": "dev.causeway.deploy",
+                     "time": "2024-05-01T10:02:00Z", "subject": "search", "scope": "prod", "status": "success"}]);
+    assert_eq!(
+        post(&base, "/ingest/events", &[], ce.to_string()).await,
+        200
+    );
+
+    for path in [
+        "/api/v2/alerts",
+        "/ingest/k8s-audit",
+        "/ingest/events",
+        "/ingest/github",
+        "/ingest/alertmanager",
+    ] {
+        for body in ["", "nul", "{\"kind\": 0}", "[{\"x\": 1}]", "\u{0}\u{1}"] {
+            let status = post(
+                &base,
+                path,
+                &[("x-github-event", "deployment_status")],
+                body.to_owned(),
+            )
+            .await;
+            assert!((400..500).contains(&status), "{path} {body:?}: {status}");
+        }
+    }
+
+    eventually(&base, "SELECT count(*) AS n FROM events", 3).await;
+    let rows = sql(
+        &base,
+        "SELECT source, kind, entity, scope FROM events ORDER BY time",
+    )
+    .await;
+    let got: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (f("source"), f("kind"), f("entity"), f("scope"))
+        })
+        .collect();
+    let want =
+        |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned(), "prod".to_owned());
+    assert_eq!(
+        got,
+        vec![
+            want("alertmanager", "alert", "api"),
+            want("k8s_audit", "change", "checkout"),
+            want("ci", "deploy", "search"),
+        ]
+    );
+}
