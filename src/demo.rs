@@ -108,12 +108,14 @@ fn demo_catalog() -> Catalog {
                 namespace: Some("shop".into()),
                 workloads: vec!["payments-api".into()],
                 repos: vec!["acme/payments-service".into()],
+                resources: vec![],
             },
             ServiceEntry {
                 name: "checkout".into(),
                 namespace: Some("shop".into()),
                 workloads: vec!["checkout".into()],
                 repos: vec!["acme/checkout".into()],
+                resources: vec![],
             },
         ],
     }

@@ -23,7 +23,9 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::decode::{DecodeContext, alertmanager, cloudevents, github, k8s_audit};
+use crate::decode::{
+    DecodeContext, alertmanager, cloudevents, cloudtrail, github, k8s_audit, k8s_events,
+};
 use crate::{Error, EventLog, metrics};
 
 /// Receiver settings.
@@ -61,6 +63,8 @@ pub fn router(state: ReceiverState) -> Router {
         .route("/api/v2/alerts", post(prometheus_alerts))
         .route("/ingest/events", post(cloudevents))
         .route("/ingest/k8s-audit", post(k8s_audit_webhook))
+        .route("/ingest/k8s-events", post(k8s_events_webhook))
+        .route("/ingest/cloudtrail", post(cloudtrail_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -207,23 +211,15 @@ async fn alertmanager_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    const SOURCE: &str = "alertmanager";
-    let started = Instant::now();
-    let result = async {
-        let Query(hints) =
-            query.map_err(|e| reject(SOURCE, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
-        check_json(SOURCE, &headers)?;
-        let body = body_or_reject(SOURCE, body)?;
-        let cx = DecodeContext {
-            catalog: &state.catalog,
-            cluster_hint: hints.cluster.as_deref().filter(|c| !c.is_empty()),
-            received_at: ProcessingTime::now(),
-        };
-        let events = alertmanager::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
-        append(&state, SOURCE, events).await
-    }
-    .await;
-    finish(SOURCE, started, result)
+    simple(
+        "alertmanager",
+        state,
+        query,
+        headers,
+        body,
+        alertmanager::decode,
+    )
+    .await
 }
 
 async fn prometheus_alerts(
@@ -232,46 +228,24 @@ async fn prometheus_alerts(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    const SOURCE: &str = "prometheus";
-    let started = Instant::now();
-    let result = async {
-        let Query(hints) =
-            query.map_err(|e| reject(SOURCE, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
-        check_json(SOURCE, &headers)?;
-        let body = body_or_reject(SOURCE, body)?;
-        let cx = DecodeContext {
-            catalog: &state.catalog,
-            cluster_hint: hints.cluster.as_deref().filter(|c| !c.is_empty()),
-            received_at: ProcessingTime::now(),
-        };
-        let events =
-            alertmanager::decode_api_v2(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
-        append(&state, SOURCE, events).await
-    }
-    .await;
-    finish(SOURCE, started, result)
+    simple(
+        "prometheus",
+        state,
+        query,
+        headers,
+        body,
+        alertmanager::decode_api_v2,
+    )
+    .await
 }
 
 async fn cloudevents(
     State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    const SOURCE: &str = "events";
-    let started = Instant::now();
-    let result = async {
-        check_json(SOURCE, &headers)?;
-        let body = body_or_reject(SOURCE, body)?;
-        let cx = DecodeContext {
-            catalog: &state.catalog,
-            cluster_hint: None,
-            received_at: ProcessingTime::now(),
-        };
-        let events = cloudevents::decode(&body, &cx).map_err(|e| decode_rejection(SOURCE, e))?;
-        append(&state, SOURCE, events).await
-    }
-    .await;
-    finish(SOURCE, started, result)
+    simple("events", state, query, headers, body, cloudevents::decode).await
 }
 
 async fn k8s_audit_webhook(
@@ -302,6 +276,59 @@ async fn k8s_audit_webhook(
     }
     .await;
     finish(SOURCE, started, result)
+}
+
+/// A receiver whose decoder takes the body, the catalog and `?cluster=`.
+async fn simple(
+    source: &'static str,
+    state: ReceiverState,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    decode: fn(&[u8], &DecodeContext<'_>) -> crate::Result<Vec<Event>>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let Query(hints) =
+            query.map_err(|e| reject(source, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
+        check_json(source, &headers)?;
+        let body = body_or_reject(source, body)?;
+        let cx = DecodeContext {
+            catalog: &state.catalog,
+            cluster_hint: hints.cluster.as_deref().filter(|c| !c.is_empty()),
+            received_at: ProcessingTime::now(),
+        };
+        let events = decode(&body, &cx).map_err(|e| decode_rejection(source, e))?;
+        append(&state, source, events).await
+    }
+    .await;
+    finish(source, started, result)
+}
+
+async fn k8s_events_webhook(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    simple("k8s_event", state, query, headers, body, k8s_events::decode).await
+}
+
+async fn cloudtrail_webhook(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    simple(
+        "cloudtrail",
+        state,
+        query,
+        headers,
+        body,
+        cloudtrail::decode,
+    )
+    .await
 }
 
 async fn github_webhook(

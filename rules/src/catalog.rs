@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The `catalog:` section of the config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Catalog {
     /// The cluster assumed when a source does not name one.
@@ -26,6 +26,16 @@ fn default_cluster() -> String {
     "default".into()
 }
 
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            default_cluster: default_cluster(),
+            environments: BTreeMap::new(),
+            services: Vec::new(),
+        }
+    }
+}
+
 /// One service and the identities other systems know it by.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +51,9 @@ pub struct ServiceEntry {
     /// Source repositories, `owner/name`.
     #[serde(default)]
     pub repos: Vec<String>,
+    /// Cloud resources (ARNs or ids) that belong to this service.
+    #[serde(default)]
+    pub resources: Vec<String>,
 }
 
 impl Catalog {
@@ -77,6 +90,15 @@ impl Catalog {
             .unwrap_or_else(|| workload.to_owned())
     }
 
+    /// The service a cloud resource (ARN or id) belongs to; else the resource as given.
+    pub fn service_for_resource(&self, resource: &str) -> String {
+        self.services
+            .iter()
+            .find(|s| s.resources.iter().any(|r| r == resource))
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| resource.to_owned())
+    }
+
     /// The namespace the catalog gives a service, if any.
     pub fn namespace_of(&self, service: &str) -> Option<&str> {
         self.services
@@ -99,6 +121,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 workloads: vec!["payments-api".into()],
                 repos: vec!["acme/payments-service".into()],
+                resources: vec!["arn:aws:rds:eu-west-1:1:db:payments".into()],
             }],
         }
     }
@@ -112,6 +135,11 @@ mod tests {
             "payments"
         );
         assert_eq!(c.cluster_for_environment("production"), "prod");
+        assert_eq!(
+            c.service_for_resource("arn:aws:rds:eu-west-1:1:db:payments"),
+            "payments"
+        );
+        assert_eq!(c.service_for_resource("i-0abc"), "i-0abc");
     }
 
     #[test]

@@ -267,6 +267,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 workloads: vec![],
                 repos: vec!["acme/payments-service".into()],
+                resources: vec![],
             }],
         }
     }

@@ -7,9 +7,11 @@
 
 pub mod alertmanager;
 pub mod cloudevents;
+pub mod cloudtrail;
 pub mod github;
 pub mod identity;
 pub mod k8s_audit;
+pub mod k8s_events;
 
 use causeway_rules::{Catalog, ProcessingTime};
 
