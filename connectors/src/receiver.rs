@@ -24,7 +24,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::decode::{
-    DecodeContext, alertmanager, cloudevents, cloudtrail, github, k8s_audit, k8s_events,
+    DecodeContext, alertmanager, cloudevents, cloudtrail, cost, github, k8s_audit, k8s_events,
 };
 use crate::{Error, EventLog, metrics};
 
@@ -65,6 +65,7 @@ pub fn router(state: ReceiverState) -> Router {
         .route("/ingest/k8s-audit", post(k8s_audit_webhook))
         .route("/ingest/k8s-events", post(k8s_events_webhook))
         .route("/ingest/cloudtrail", post(cloudtrail_webhook))
+        .route("/ingest/cost", post(cost_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -113,27 +114,47 @@ fn reject(
     }
 }
 
-fn check_json(source: &'static str, headers: &HeaderMap) -> Result<(), Rejection> {
-    let ct = headers
+/// The request's media type, lowercased, without parameters.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
+        .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        .to_ascii_lowercase()
+}
+
+fn is_json(mime: &str) -> bool {
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn is_json_or_csv(mime: &str) -> bool {
+    is_json(mime) || mime == "text/csv"
+}
+
+fn check_content_type(
+    source: &'static str,
+    headers: &HeaderMap,
+    accepts: fn(&str) -> bool,
+) -> Result<(), Rejection> {
+    let mime = media_type(headers);
+    if accepts(&mime) {
         Ok(())
     } else {
         Err(reject(
             source,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content_type",
-            format!("content type {ct:?} is not application/json"),
+            format!("content type {mime:?} is not accepted here"),
         ))
     }
+}
+
+fn check_json(source: &'static str, headers: &HeaderMap) -> Result<(), Rejection> {
+    check_content_type(source, headers, is_json)
 }
 
 fn body_or_reject(
@@ -217,6 +238,7 @@ async fn alertmanager_webhook(
         query,
         headers,
         body,
+        is_json,
         alertmanager::decode,
     )
     .await
@@ -234,6 +256,7 @@ async fn prometheus_alerts(
         query,
         headers,
         body,
+        is_json,
         alertmanager::decode_api_v2,
     )
     .await
@@ -245,7 +268,16 @@ async fn cloudevents(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    simple("events", state, query, headers, body, cloudevents::decode).await
+    simple(
+        "events",
+        state,
+        query,
+        headers,
+        body,
+        is_json,
+        cloudevents::decode,
+    )
+    .await
 }
 
 async fn k8s_audit_webhook(
@@ -285,13 +317,14 @@ async fn simple(
     query: Result<Query<Hints>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    accepts: fn(&str) -> bool,
     decode: fn(&[u8], &DecodeContext<'_>) -> crate::Result<Vec<Event>>,
 ) -> Response {
     let started = Instant::now();
     let result = async {
         let Query(hints) =
             query.map_err(|e| reject(source, StatusCode::BAD_REQUEST, "query", e.body_text()))?;
-        check_json(source, &headers)?;
+        check_content_type(source, &headers, accepts)?;
         let body = body_or_reject(source, body)?;
         let cx = DecodeContext {
             catalog: &state.catalog,
@@ -311,7 +344,16 @@ async fn k8s_events_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    simple("k8s_event", state, query, headers, body, k8s_events::decode).await
+    simple(
+        "k8s_event",
+        state,
+        query,
+        headers,
+        body,
+        is_json,
+        k8s_events::decode,
+    )
+    .await
 }
 
 async fn cloudtrail_webhook(
@@ -326,9 +368,25 @@ async fn cloudtrail_webhook(
         query,
         headers,
         body,
+        is_json,
         cloudtrail::decode,
     )
     .await
+}
+
+/// FOCUS as `text/csv`, or FOCUS rows / OpenCost responses as JSON.
+async fn cost_webhook(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let decode = if media_type(&headers) == "text/csv" {
+        cost::decode_focus_csv
+    } else {
+        cost::decode_json
+    };
+    simple("cost", state, query, headers, body, is_json_or_csv, decode).await
 }
 
 async fn github_webhook(

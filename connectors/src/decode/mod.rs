@@ -8,6 +8,7 @@
 pub mod alertmanager;
 pub mod cloudevents;
 pub mod cloudtrail;
+pub mod cost;
 pub mod github;
 pub mod identity;
 pub mod k8s_audit;
