@@ -37,6 +37,14 @@ pub fn parse_billing_time(value: &str) -> Result<EventTime> {
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
         "%Y-%m-%d",
+        // Spreadsheet exports: US month/day order, two-digit years first so that
+        // `4/1/25` is 2025 and not the year 25.
+        "%m/%d/%y %H:%M:%S",
+        "%m/%d/%y %H:%M",
+        "%m/%d/%y",
+        "%m/%d/%Y %H:%M:%S",
+        "%m/%d/%Y %H:%M",
+        "%m/%d/%Y",
     ] {
         if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(v, fmt) {
             return Ok(EventTime::from_datetime(dt.and_utc()));
@@ -233,9 +241,12 @@ fn opencost(obj: Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Vec<Event
     let sets = match obj.get("data") {
         Some(Value::Array(sets)) => sets.clone(),
         _ => {
-            return Err(malformed(
-                "OpenCost response: data must be an array of allocation sets",
-            ));
+            return Err(Error::Unsupported {
+                source_name: SOURCE,
+                reason: "an OpenCost response whose data is not a list of allocation sets \
+                         (only /allocation is supported)"
+                    .into(),
+            });
         }
     };
     let mut events = Vec::new();
@@ -385,5 +396,9 @@ mod tests {
         );
         assert!(decode_json(b"{\"x\":1}", &cx(&c)).is_err());
         assert!(decode_json(b"[1]", &cx(&c)).is_err());
+        assert_eq!(
+            parse_billing_time("4/1/25").expect("US date").to_rfc3339(),
+            "2025-04-01T00:00:00Z"
+        );
     }
 }
