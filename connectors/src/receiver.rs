@@ -24,7 +24,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use crate::decode::{
-    DecodeContext, alertmanager, cloudevents, cloudtrail, cost, github, k8s_audit, k8s_events,
+    DecodeContext, alertmanager, argocd, cloudevents, cloudtrail, cost, github, k8s_audit,
+    k8s_events,
 };
 use crate::{Error, EventLog, metrics};
 
@@ -66,6 +67,7 @@ pub fn router(state: ReceiverState) -> Router {
         .route("/ingest/k8s-events", post(k8s_events_webhook))
         .route("/ingest/cloudtrail", post(cloudtrail_webhook))
         .route("/ingest/cost", post(cost_webhook))
+        .route("/ingest/argocd", post(argocd_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -370,6 +372,24 @@ async fn cloudtrail_webhook(
         body,
         is_json,
         cloudtrail::decode,
+    )
+    .await
+}
+
+async fn argocd_webhook(
+    State(state): State<ReceiverState>,
+    query: Result<Query<Hints>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    simple(
+        "argocd",
+        state,
+        query,
+        headers,
+        body,
+        is_json,
+        argocd::decode,
     )
     .await
 }

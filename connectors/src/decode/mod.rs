@@ -6,6 +6,7 @@
 //! shared by the HTTP receivers and file import.
 
 pub mod alertmanager;
+pub mod argocd;
 pub mod cloudevents;
 pub mod cloudtrail;
 pub mod cost;
