@@ -25,3 +25,6 @@ pub struct DecodeContext<'a> {
     pub cluster_hint: Option<&'a str>,
     pub received_at: ProcessingTime,
 }
+
+#[cfg(test)]
+mod fuzz_tests;
