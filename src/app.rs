@@ -136,6 +136,16 @@ impl Running {
             .unwrap_or(0)
     }
 
+    /// Appends events to the event log directly (file import).
+    pub(crate) async fn append(&self, events: Vec<causeway_rules::Event>) -> anyhow::Result<()> {
+        let log = self
+            .log
+            .as_ref()
+            .context("the event log is already closed")?;
+        log.append(events).await?;
+        Ok(())
+    }
+
     /// Waits until the engine has read the whole log, released every buffered
     /// event and committed, or until `timeout`.
     pub(crate) async fn wait_quiescent(&mut self, timeout: Duration) -> bool {

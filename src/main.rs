@@ -6,6 +6,7 @@ mod app;
 mod config;
 mod demo;
 mod format;
+mod import;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -86,11 +87,57 @@ enum Command {
         #[arg(long, env = "CAUSEWAY_SERVER")]
         server: Option<String>,
     },
+    /// Batch-ingest files through the same decoders as the receivers.
+    ///
+    /// Locally (the default) the events are appended to the data dir's event log and
+    /// correlated before the command returns; the data dir must not be in use by a
+    /// running `causeway run` (use --server to send to it instead). A file with a
+    /// bad record is refused whole, naming the line.
+    ///
+    /// Example: causeway import cloudtrail 111122223333_CloudTrail_eu-west-1_20240501T1000Z.json.gz
+    Import {
+        /// cloudtrail ({"Records": [...]}, .json or .json.gz), focus (CSV),
+        /// k8s-audit (JSON lines), events (CloudEvents JSON lines).
+        #[arg(value_enum)]
+        format: ImportKind,
+        /// Files to import.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// YAML config file (catalog, data dir, rules).
+        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Send to a running instance instead, e.g. http://127.0.0.1:9470.
+        #[arg(long, env = "CAUSEWAY_SERVER")]
+        server: Option<String>,
+        /// Cluster for sources that do not name one (Kubernetes audit).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
     /// Validate a config file (and the rules it names) exactly as startup does.
     ValidateConfig {
         /// The YAML config file.
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ImportKind {
+    Cloudtrail,
+    Focus,
+    K8sAudit,
+    Events,
+}
+
+impl From<ImportKind> for causeway_connectors::import::ImportFormat {
+    fn from(k: ImportKind) -> Self {
+        use causeway_connectors::import::ImportFormat as F;
+        match k {
+            ImportKind::Cloudtrail => F::Cloudtrail,
+            ImportKind::Focus => F::Focus,
+            ImportKind::K8sAudit => F::K8sAudit,
+            ImportKind::Events => F::Events,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +193,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             data_dir,
             server,
         } => sql(&query, format, &data_dir, server.as_deref()).await,
+        Command::Import {
+            format,
+            paths,
+            config,
+            server,
+            cluster,
+        } => {
+            import::run(
+                format.into(),
+                &paths,
+                config,
+                server.as_deref(),
+                cluster.as_deref(),
+            )
+            .await
+        }
         Command::ValidateConfig { file } => {
             let loaded = Config::load(Some(&file))?;
             println!(

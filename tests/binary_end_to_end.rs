@@ -392,3 +392,73 @@ async fn every_receiver_accepts_its_format_through_the_binary_and_refuses_garbag
         ]
     );
 }
+
+#[test]
+fn import_decodes_whole_files_correlates_them_and_refuses_bad_ones_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ce = |id: &str, ty: &str, t: &str, status: &str| {
+        json!({"specversion": "1.0", "id": id, "source": "ci", "type": ty, "time": t,
+               "subject": "checkout", "scope": "prod", "status": status,
+               "data": {"summary": id, "attributes": {"alertname": "HighErrorRate"}}})
+        .to_string()
+    };
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        [
+            ce(
+                "d1",
+                "dev.causeway.deploy",
+                "2024-05-01T10:00:00Z",
+                "success",
+            ),
+            ce("a1", "dev.causeway.alert", "2024-05-01T10:05:00Z", "firing"),
+        ]
+        .join("\n"),
+    )
+    .expect("write");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\nnot json\n",
+            ce("a2", "dev.causeway.alert", "2024-05-01T10:06:00Z", "firing")
+        ),
+    )
+    .expect("write");
+
+    let causeway = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(args)
+            .env("CAUSEWAY__DATA_DIR", &data)
+            .env("CAUSEWAY_DATA_DIR", &data)
+            .env("CAUSEWAY_LOG", "warn")
+            .output()
+            .expect("run causeway")
+    };
+    let out = causeway(&["import", "events", good.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = causeway(&["import", "events", bad.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+
+    let out = causeway(&[
+        "sql",
+        "--format",
+        "json",
+        "SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM incidents_latest WHERE rule_id = 'deploy-regression') AS incidents",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["events"], 2, "the refused file added nothing");
+    assert_eq!(rows[0]["incidents"], 1);
+}

@@ -67,6 +67,25 @@ impl HttpPoster {
         Ok(Posted { status, body })
     }
 
+    /// POSTs a body with an explicit content type.
+    pub async fn post_body(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Posted> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self
+            .client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Http {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        Ok(Posted { status, body })
+    }
+
     /// GETs `path` and returns the status and body.
     pub async fn get(&self, path: &str) -> Result<Posted> {
         let url = format!("{}{}", self.base, path);

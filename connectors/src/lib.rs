@@ -9,6 +9,7 @@ pub mod client;
 pub mod decode;
 pub mod error;
 pub mod eventlog;
+pub mod import;
 pub mod metrics;
 pub mod receiver;
 

@@ -57,6 +57,8 @@ impl std::fmt::Debug for EmbeddedLog {
 #[derive(Debug)]
 pub struct EmbeddedLogWriter {
     dir: PathBuf,
+    /// Held (locked) for as long as the writer lives.
+    _lock: File,
     file: File,
     base: u64,
     segment_len: u64,
@@ -130,6 +132,20 @@ impl EmbeddedLog {
     /// Opens (or creates) the log under `dir`, recovering from a torn tail.
     pub fn open(dir: &Path) -> Result<(EmbeddedLog, EmbeddedLogWriter)> {
         fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+        // One writer per log: a second process appending would interleave records.
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(Error::io("open", &lock_path))?;
+        lock.try_lock().map_err(|_| Error::LogUnavailable {
+            reason: format!(
+                "{} is in use by another causeway process (stop it, or send to it with --server)",
+                dir.display()
+            ),
+        })?;
         let mut bases = list_segments(dir)?;
         if bases.is_empty() {
             File::create(dir.join(segment_name(0))).map_err(Error::io("create", dir))?;
@@ -176,6 +192,7 @@ impl EmbeddedLog {
             },
             EmbeddedLogWriter {
                 dir: dir.to_owned(),
+                _lock: lock,
                 file,
                 base: last,
                 segment_len: valid_len,

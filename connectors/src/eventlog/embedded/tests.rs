@@ -63,3 +63,11 @@ async fn appended_events_are_read_back_in_order_after_reopen_and_torn_tails_are_
     drop(log);
     handle.await.expect("writer");
 }
+
+#[test]
+fn a_second_writer_on_the_same_log_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_log, _writer) = EmbeddedLog::open(dir.path()).expect("first");
+    let err = EmbeddedLog::open(dir.path()).expect_err("second");
+    assert!(err.to_string().contains("in use"), "{err}");
+}

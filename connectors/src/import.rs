@@ -1,0 +1,173 @@
+//! File import: the same decoders as the receivers, over files.
+//!
+//! A file is decoded whole before anything is appended, so a bad line refuses the
+//! file with its line number and appends nothing. `.gz` files are decompressed.
+
+use std::io::Read;
+use std::path::Path;
+
+use causeway_rules::Event;
+
+use crate::decode::{DecodeContext, cloudevents, cloudtrail, cost, k8s_audit};
+use crate::{Error, Result};
+
+/// The formats `causeway import` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    /// A CloudTrail `{"Records": [...]}` file (`.json` or `.json.gz`).
+    Cloudtrail,
+    /// FOCUS rows as CSV.
+    Focus,
+    /// Kubernetes audit log, one `Event` (or `EventList`) per line.
+    K8sAudit,
+    /// CloudEvents, one per line.
+    Events,
+}
+
+impl ImportFormat {
+    /// The receiver path that takes the same format, and its content type.
+    pub fn receiver(self) -> (&'static str, &'static str) {
+        match self {
+            ImportFormat::Cloudtrail => ("/ingest/cloudtrail", "application/json"),
+            ImportFormat::Focus => ("/ingest/cost", "text/csv"),
+            ImportFormat::K8sAudit => ("/ingest/k8s-audit", "application/json"),
+            ImportFormat::Events => ("/ingest/events", "application/json"),
+        }
+    }
+}
+
+/// Reads a file, decompressing `.gz`.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(Error::io("decompress", path))?;
+        return Ok(out);
+    }
+    Ok(bytes)
+}
+
+/// Decodes a whole file's bytes; all or nothing.
+pub fn decode(format: ImportFormat, bytes: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
+    match format {
+        ImportFormat::Cloudtrail => cloudtrail::decode(bytes, cx),
+        ImportFormat::Focus => cost::decode_focus_csv(bytes, cx),
+        ImportFormat::K8sAudit => {
+            lines(bytes, |line| k8s_audit::decode(line, cx).map(|d| d.events))
+        }
+        ImportFormat::Events => lines(bytes, |line| cloudevents::decode(line, cx)),
+    }
+}
+
+/// Request bodies for sending a file's content to a receiver in chunks of at most
+/// `chunk` records (JSON lines are grouped as an `EventList` or a batch array).
+pub fn bodies(format: ImportFormat, bytes: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>> {
+    let text = || {
+        std::str::from_utf8(bytes).map_err(|_| Error::Malformed {
+            source_name: "import",
+            reason: "file is not UTF-8".into(),
+        })
+    };
+    let non_empty = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    Ok(match format {
+        ImportFormat::Cloudtrail | ImportFormat::Focus => vec![bytes.to_vec()],
+        ImportFormat::K8sAudit => non_empty(text()?)
+            .chunks(chunk.max(1))
+            .map(|c| {
+                format!(
+                    r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{}]}}"#,
+                    c.join(",")
+                )
+                .into_bytes()
+            })
+            .collect(),
+        ImportFormat::Events => non_empty(text()?)
+            .chunks(chunk.max(1))
+            .map(|c| format!("[{}]", c.join(",")).into_bytes())
+            .collect(),
+    })
+}
+
+fn lines(bytes: &[u8], mut decode: impl FnMut(&[u8]) -> Result<Vec<Event>>) -> Result<Vec<Event>> {
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.extend(decode(line).map_err(|e| match e {
+            Error::Malformed {
+                source_name,
+                reason,
+            } => Error::Malformed {
+                source_name,
+                reason: format!("line {}: {reason}", i + 1),
+            },
+            Error::Unsupported {
+                source_name,
+                reason,
+            } => Error::Unsupported {
+                source_name,
+                reason: format!("line {}: {reason}", i + 1),
+            },
+            other => other,
+        })?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use causeway_rules::{Catalog, ProcessingTime};
+
+    use super::*;
+
+    #[test]
+    fn gzipped_cloudtrail_and_jsonl_audit_files_decode_and_bad_lines_name_their_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let trail = r#"{"Records":[{"eventVersion":"1.08","eventID":"e1","eventTime":"2024-05-01T10:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"StopInstances","requestParameters":{"instanceId":"i-1"},"recipientAccountId":"1"}]}"#;
+        let path = dir.path().join("trail.json.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(trail.as_bytes()).expect("gz");
+        std::fs::write(&path, gz.finish().expect("gz")).expect("write");
+        let catalog = Catalog::default();
+        let cx = DecodeContext {
+            catalog: &catalog,
+            cluster_hint: None,
+            received_at: ProcessingTime::from_micros(0),
+        };
+        let events = decode(
+            ImportFormat::Cloudtrail,
+            &read_file(&path).expect("read"),
+            &cx,
+        )
+        .expect("decodes");
+        assert_eq!(events[0].entity, "i-1");
+
+        let audit = "{\"kind\":\"Event\",\"auditID\":\"a\",\"stage\":\"ResponseComplete\",\"verb\":\"delete\",\"objectRef\":{\"resource\":\"configmaps\",\"namespace\":\"shop\",\"name\":\"cfg\"},\"requestReceivedTimestamp\":\"2024-05-01T10:00:00Z\"}\n\n{\"kind\": 0}\n";
+        let err = decode(ImportFormat::K8sAudit, audit.as_bytes(), &cx).expect_err("line 3");
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let good = audit.lines().next().expect("line");
+        assert_eq!(
+            decode(ImportFormat::K8sAudit, good.as_bytes(), &cx)
+                .expect("ok")
+                .len(),
+            1
+        );
+        assert_eq!(
+            bodies(ImportFormat::K8sAudit, audit.as_bytes(), 1)
+                .expect("bodies")
+                .len(),
+            2
+        );
+    }
+}
