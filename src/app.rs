@@ -90,6 +90,8 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         config: Arc::new(ReceiverConfig {
             max_body_bytes: config.receivers.max_body_bytes,
             github_secret: loaded.github_secret.clone(),
+            auth: loaded.auth.clone(),
+            max_concurrent_requests: config.receivers.max_concurrent_requests,
         }),
     });
     let shared = Shared {

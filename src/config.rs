@@ -43,7 +43,63 @@ pub(crate) struct ServerConfig {
 pub(crate) struct ReceiversConfig {
     /// Largest request body; larger gets 413.
     pub(crate) max_body_bytes: usize,
+    /// Requests handled at once over all receivers; more get 429.
+    pub(crate) max_concurrent_requests: usize,
     pub(crate) github: GithubConfig,
+    /// Credentials required per receiver (alertmanager, prometheus, github, argocd,
+    /// k8s_audit, k8s_event, cloudtrail, cost, events).
+    #[serde(default)]
+    pub(crate) auth: std::collections::BTreeMap<String, AuthConfig>,
+}
+
+/// How a receiver authenticates its senders. Secrets come inline, from a file, or
+/// from the environment (`CAUSEWAY__RECEIVERS__AUTH__<SOURCE>__TOKEN`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum AuthConfig {
+    Bearer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_file: Option<PathBuf>,
+    },
+    Basic {
+        username: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// Receiver names that take credentials.
+const RECEIVERS: [&str; 9] = [
+    "alertmanager",
+    "prometheus",
+    "github",
+    "argocd",
+    "k8s_audit",
+    "k8s_event",
+    "cloudtrail",
+    "cost",
+    "events",
+];
+
+fn secret(field: &str, inline: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<String> {
+    match (inline.as_deref().filter(|s| !s.is_empty()), file) {
+        (Some(_), Some(_)) => bail!("{field}: give the secret inline or as a file, not both"),
+        (Some(s), None) => Ok(s.to_owned()),
+        (None, Some(path)) => {
+            let s = std::fs::read_to_string(path)
+                .with_context(|| format!("{field}_file: cannot read {}", path.display()))?;
+            let s = s.trim().to_owned();
+            if s.is_empty() {
+                bail!("{field}_file: {} is empty", path.display());
+            }
+            Ok(s)
+        }
+        (None, None) => bail!("{field}: missing (set it, its _file, or the environment variable)"),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,7 +154,9 @@ impl Default for Config {
             },
             receivers: ReceiversConfig {
                 max_body_bytes: 10 << 20,
+                max_concurrent_requests: 256,
                 github: GithubConfig::default(),
+                auth: Default::default(),
             },
             engine: EngineConfig {
                 rules_dir: None,
@@ -126,6 +184,7 @@ pub(crate) struct Loaded {
     pub(crate) config: Config,
     pub(crate) rules: RulePack,
     pub(crate) github_secret: Option<String>,
+    pub(crate) auth: std::collections::BTreeMap<String, causeway_connectors::receiver::Credential>,
 }
 
 impl Config {
@@ -199,10 +258,39 @@ impl Config {
             ),
             _ => None,
         };
+        if self.receivers.max_concurrent_requests == 0 {
+            bail!("receivers.max_concurrent_requests: must be larger than zero");
+        }
+        let mut auth = std::collections::BTreeMap::new();
+        for (source, a) in &self.receivers.auth {
+            let field = format!("receivers.auth.{source}");
+            if !RECEIVERS.contains(&source.as_str()) {
+                bail!(
+                    "{field}: unknown receiver (expected one of {})",
+                    RECEIVERS.join(", ")
+                );
+            }
+            use causeway_connectors::receiver::Credential;
+            let credential = match a {
+                AuthConfig::Bearer { token, token_file } => {
+                    Credential::Bearer(secret(&format!("{field}.token"), token, token_file)?)
+                }
+                AuthConfig::Basic {
+                    username,
+                    password,
+                    password_file,
+                } => Credential::Basic {
+                    username: username.clone(),
+                    password: secret(&format!("{field}.password"), password, password_file)?,
+                },
+            };
+            auth.insert(source.clone(), credential);
+        }
         Ok(Loaded {
             config: self,
             rules,
             github_secret,
+            auth,
         })
     }
 }

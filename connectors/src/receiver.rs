@@ -29,6 +29,25 @@ use crate::decode::{
 };
 use crate::{Error, EventLog, metrics};
 
+/// Credentials a receiver requires.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `Authorization: Basic <base64(user:password)>`.
+    Basic { username: String, password: String },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets.
+        match self {
+            Credential::Bearer(_) => f.write_str("Bearer(***)"),
+            Credential::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+        }
+    }
+}
+
 /// Receiver settings.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -36,6 +55,10 @@ pub struct ReceiverConfig {
     pub max_body_bytes: usize,
     /// When set, GitHub deliveries must carry a valid `X-Hub-Signature-256`.
     pub github_secret: Option<String>,
+    /// Credentials required per source (receiver name), if any.
+    pub auth: std::collections::BTreeMap<String, Credential>,
+    /// Requests handled at once, over all receivers; more get 429.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ReceiverConfig {
@@ -43,6 +66,8 @@ impl Default for ReceiverConfig {
         ReceiverConfig {
             max_body_bytes: 10 << 20,
             github_secret: None,
+            auth: Default::default(),
+            max_concurrent_requests: 256,
         }
     }
 }
@@ -58,6 +83,10 @@ pub struct ReceiverState {
 /// The `/ingest/*` routes.
 pub fn router(state: ReceiverState) -> Router {
     let limit = state.config.max_body_bytes;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(
+        state.config.max_concurrent_requests.max(1),
+    ));
+    let guard_state = state.clone();
     Router::new()
         .route("/ingest/alertmanager", post(alertmanager_webhook))
         .route("/ingest/github", post(github_webhook))
@@ -69,7 +98,92 @@ pub fn router(state: ReceiverState) -> Router {
         .route("/ingest/cost", post(cost_webhook))
         .route("/ingest/argocd", post(argocd_webhook))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            guard(guard_state.clone(), inflight.clone(), req, next)
+        }))
         .with_state(state)
+}
+
+/// The receiver name of a path, for metrics and auth.
+fn source_of(path: &str) -> &'static str {
+    match path {
+        "/ingest/alertmanager" => "alertmanager",
+        "/api/v2/alerts" => "prometheus",
+        "/ingest/github" => "github",
+        "/ingest/argocd" => "argocd",
+        "/ingest/k8s-audit" => "k8s_audit",
+        "/ingest/k8s-events" => "k8s_event",
+        "/ingest/cloudtrail" => "cloudtrail",
+        "/ingest/cost" => "cost",
+        "/ingest/events" => "events",
+        _ => "unknown",
+    }
+}
+
+/// Concurrency cap and authentication, before any body is read.
+async fn guard(
+    state: ReceiverState,
+    inflight: Arc<tokio::sync::Semaphore>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let source = source_of(req.uri().path());
+    let Ok(_permit) = inflight.try_acquire() else {
+        let mut resp = reject(
+            source,
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many concurrent requests; retry later",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return resp;
+    };
+    if let Some(credential) = state.config.auth.get(source)
+        && !authorized(credential, req.headers())
+    {
+        let mut resp = reject(
+            source,
+            StatusCode::UNAUTHORIZED,
+            "credentials",
+            "missing or wrong credentials",
+        )
+        .into_response();
+        let challenge = match credential {
+            Credential::Bearer(_) => "Bearer",
+            Credential::Basic { .. } => "Basic realm=\"causeway\"",
+        };
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(challenge),
+        );
+        return resp;
+    }
+    next.run(req).await
+}
+
+fn authorized(credential: &Credential, headers: &HeaderMap) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    match credential {
+        Credential::Bearer(token) => value
+            .strip_prefix("Bearer ")
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes()))),
+        Credential::Basic { username, password } => {
+            use base64::Engine as _;
+            let expected = base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{password}").as_bytes());
+            value
+                .strip_prefix("Basic ")
+                .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(expected.as_bytes())))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

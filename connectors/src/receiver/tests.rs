@@ -43,6 +43,7 @@ fn app(log: Arc<MemoryLog>, secret: Option<&str>) -> Router {
         config: Arc::new(ReceiverConfig {
             max_body_bytes: 4096,
             github_secret: secret.map(str::to_owned),
+            ..ReceiverConfig::default()
         }),
     })
 }
@@ -151,5 +152,74 @@ async fn github_signatures_are_verified_when_a_secret_is_set() {
     assert_eq!(
         send(app(log, Some("other")), req(&good)).await,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn bearer_and_basic_credentials_are_required_where_configured() {
+    let log = Arc::new(MemoryLog::default());
+    let mut config = ReceiverConfig::default();
+    config
+        .auth
+        .insert("alertmanager".into(), Credential::Bearer("t0ken".into()));
+    config.auth.insert(
+        "prometheus".into(),
+        Credential::Basic {
+            username: "prom".into(),
+            password: "pa:ss".into(),
+        },
+    );
+    let app = || {
+        router(ReceiverState {
+            log: log.clone(),
+            catalog: Arc::new(Catalog::default()),
+            config: Arc::new(config.clone()),
+        })
+    };
+    let with = |path: &str, auth: Option<&str>, body: &str| {
+        let mut r = Request::post(path).header("content-type", "application/json");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::from(body.to_owned())).expect("request")
+    };
+    assert_eq!(
+        send(app(), with("/ingest/alertmanager", None, ALERT)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            app(),
+            with("/ingest/alertmanager", Some("Bearer nope"), ALERT)
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            app(),
+            with("/ingest/alertmanager", Some("Bearer t0ken"), ALERT)
+        )
+        .await,
+        StatusCode::OK
+    );
+    let v2 = r#"[{"labels":{"alertname":"A"},"startsAt":"2024-01-01T00:00:00Z"}]"#;
+    // base64("prom:pa:ss")
+    assert_eq!(
+        send(
+            app(),
+            with("/api/v2/alerts", Some("Basic cHJvbTpwYTpzcw=="), v2)
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(app(), with("/api/v2/alerts", Some("Basic cHJvbTp4"), v2)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        log.events.lock().expect("lock").len(),
+        2,
+        "refused requests added nothing"
     );
 }
