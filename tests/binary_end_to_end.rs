@@ -349,24 +349,8 @@ async fn every_receiver_accepts_its_format_through_the_binary_and_refuses_garbag
         200
     );
 
-    for path in [
-        "/api/v2/alerts",
-        "/ingest/k8s-audit",
-        "/ingest/events",
-        "/ingest/github",
-        "/ingest/alertmanager",
-    ] {
-        for body in ["", "nul", "{\"kind\": 0}", "[{\"x\": 1}]", "\u{0}\u{1}"] {
-            let status = post(
-                &base,
-                path,
-                &[("x-github-event", "deployment_status")],
-                body.to_owned(),
-            )
-            .await;
-            assert!((400..500).contains(&status), "{path} {body:?}: {status}");
-        }
-    }
+    let refused = battery(&base).await;
+    assert!(refused >= 300, "the battery sent {refused} requests");
 
     eventually(&base, "SELECT count(*) AS n FROM events", 3).await;
     let rows = sql(
@@ -461,4 +445,72 @@ fn import_decodes_whole_files_correlates_them_and_refuses_bad_ones_whole() {
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(rows[0]["events"], 2, "the refused file added nothing");
     assert_eq!(rows[0]["incidents"], 1);
+}
+
+/// Several hundred malformed, oversized, wrongly typed or badly signed requests to
+/// every receiver: each must get a 4xx, never a 5xx. Returns how many were sent.
+async fn battery(base: &str) -> usize {
+    let paths = [
+        "/ingest/alertmanager",
+        "/api/v2/alerts",
+        "/ingest/github",
+        "/ingest/argocd",
+        "/ingest/k8s-audit",
+        "/ingest/k8s-events",
+        "/ingest/cloudtrail",
+        "/ingest/cost",
+        "/ingest/events",
+    ];
+    let mut bodies: Vec<String> = [
+        "", " ", "nul", "null", "true", "0", "-1", "[]", "{}", "[[]]", "[{}]", "[null]", "\"x\"",
+        "{\"kind\": 0}", "[{\"x\": 1}]", "{\"version\":\"4\"}", "{\"version\":\"4\",\"alerts\":[{}]}",
+        "{\"version\":\"4\",\"alerts\":[{\"status\":\"firing\",\"labels\":{\"alertname\":\"A\"},\"startsAt\":\"soon\"}]}",
+        "{\"Records\":[{}]}", "{\"Records\":{}}", "{\"kind\":\"EventList\",\"items\":[{}]}",
+        "{\"kind\":\"Event\",\"apiVersion\":\"v9\"}", "{\"schema\":\"other\"}", "{\"data\":{}}",
+        "{\"specversion\":\"0.3\"}", "[{\"specversion\":\"1.0\",\"type\":\"x\"}]", "{\"action\":1}",
+        "\u{0}\u{1}\u{2}", "{\"a\":", "\u{feff}{}", "{\"Records\":[{\"eventVersion\":\"2.0\"}]}",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    bodies.push("[".repeat(10_000));
+    let mut sent = 0;
+    let client = reqwest::Client::new();
+    for path in paths {
+        for body in &bodies {
+            let status = post(
+                base,
+                path,
+                &[("x-github-event", "deployment_status")],
+                body.clone(),
+            )
+            .await;
+            // An empty array is a valid, empty batch where batches are arrays.
+            let empty_batch = body == "[]"
+                && matches!(path, "/api/v2/alerts" | "/ingest/events" | "/ingest/cost");
+            let ok = (400..500).contains(&status) || (empty_batch && status == 200);
+            assert!(ok, "{path} {body:.40?}: {status}");
+            sent += 1;
+        }
+        // Wrong content type.
+        let r = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/xml")
+            .body("<a/>")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 415, "{path}");
+        // Over the 10 MiB default body limit.
+        let r = client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 11 << 20])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 413, "{path}");
+        sent += 2;
+    }
+    sent
 }

@@ -203,6 +203,13 @@ impl Event {
     /// get defaults (`scope` "default", `entity` from `subject`); a missing id is
     /// derived from source and `sourceeventid`.
     pub fn from_cloudevent_json(text: &str, ingested_at: ProcessingTime) -> Result<Event> {
+        // Serde would also take a struct from an array of its fields; CloudEvents
+        // are objects.
+        if !text.trim_start().starts_with('{') {
+            return Err(Error::InvalidEvent {
+                reason: "a CloudEvent must be a JSON object".into(),
+            });
+        }
         let doc: CloudEvent = serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
             reason: format!("not a CloudEvents JSON document: {e}"),
         })?;

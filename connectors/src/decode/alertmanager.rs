@@ -70,6 +70,7 @@ fn unsupported(reason: impl Into<String>) -> Error {
 
 /// Decodes a webhook body into one event per alert.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
+    super::expect_object(SOURCE, "the webhook body", body)?;
     let hook: Webhook<'_> =
         serde_json::from_slice(body).map_err(|e| malformed(format!("not a webhook body: {e}")))?;
     if hook.version != "4" {
@@ -80,6 +81,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     }
     let mut events = Vec::with_capacity(hook.alerts.len());
     for (i, raw) in hook.alerts.iter().enumerate() {
+        super::expect_object(SOURCE, &format!("alerts[{i}]"), raw.get().as_bytes())?;
         let mut alert: Alert =
             serde_json::from_str(raw.get()).map_err(|e| malformed(format!("alerts[{i}]: {e}")))?;
         if alert.status.is_empty() {
@@ -124,6 +126,7 @@ pub fn decode_api_v2(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> 
         .map_err(|e| malformed(format!("not a PostableAlert array: {e}")))?;
     let mut events = Vec::with_capacity(alerts.len());
     for (i, raw) in alerts.iter().enumerate() {
+        super::expect_object(SOURCE, &format!("[{i}]"), raw.get().as_bytes())?;
         let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
             .map_err(|e| malformed(format!("[{i}]: not an object: {e}")))?;
         let ends = value

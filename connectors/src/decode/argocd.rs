@@ -76,6 +76,7 @@ fn time_of(field: &str, value: &str) -> Result<Option<EventTime>> {
 
 /// Decodes one notification.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
+    super::expect_object(SOURCE, "the notification body", body)?;
     let n: Notification = serde_json::from_slice(body).map_err(|e| {
         malformed(format!(
             "not the body of deploy/argocd/causeway-notifications.yaml: {e}"

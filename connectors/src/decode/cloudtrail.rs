@@ -85,6 +85,7 @@ fn malformed(reason: impl Into<String>) -> Error {
 
 /// Decodes a `Records` envelope; all or nothing.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
+    super::expect_object(SOURCE, "the body", body)?;
     let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         malformed(format!(
             "not a CloudTrail {{\"Records\": [...]}} document: {e}"
@@ -94,6 +95,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
         .iter()
         .enumerate()
         .map(|(i, raw)| {
+            super::expect_object(SOURCE, &format!("Records[{i}]"), raw.get().as_bytes())?;
             let rec: Record = serde_json::from_str(raw.get())
                 .map_err(|e| malformed(format!("Records[{i}]: {e}")))?;
             record_event(rec, raw.get(), cx).map_err(|e| match e {

@@ -92,6 +92,7 @@ pub fn decode(
     cx: &DecodeContext<'_>,
 ) -> Result<Vec<Event>> {
     let raw = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8"))?;
+    super::expect_object(SOURCE, "the delivery body", body)?;
     match event_type {
         "ping" => {
             serde_json::from_str::<serde_json::Value>(raw)

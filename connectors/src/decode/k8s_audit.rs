@@ -129,6 +129,7 @@ fn unsupported(reason: impl Into<String>) -> Error {
 /// Decodes an `EventList` or one `Event`; all or nothing.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Decoded> {
     let text = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8"))?;
+    super::expect_object(SOURCE, "the body", body)?;
     let env: Envelope<'_> = serde_json::from_str(text)
         .map_err(|e| malformed(format!("not an audit Event or EventList: {e}")))?;
     if let Some(v) = env.api_version.as_deref()
@@ -155,6 +156,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Decoded> {
     };
     let mut out = Decoded::default();
     for (i, raw) in raws.into_iter().enumerate() {
+        super::expect_object(SOURCE, &format!("items[{i}]"), raw.as_bytes())?;
         let ev: AuditEvent =
             serde_json::from_str(raw).map_err(|e| malformed(format!("items[{i}]: {e}")))?;
         match audit_event(ev, raw, cx).map_err(|e| match e {

@@ -123,6 +123,7 @@ fn malformed(reason: impl Into<String>) -> Error {
 /// Decodes one Event or an EventList; all or nothing.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     let text = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8"))?;
+    super::expect_object(SOURCE, "the body", body)?;
     let env: Envelope<'_> = serde_json::from_str(text)
         .map_err(|e| malformed(format!("not an Event or EventList: {e}")))?;
     if let Some(v) = env.api_version.as_deref()
@@ -153,6 +154,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     raws.into_iter()
         .enumerate()
         .map(|(i, raw)| {
+            super::expect_object(SOURCE, &format!("items[{i}]"), raw.as_bytes())?;
             let ev: K8sEvent =
                 serde_json::from_str(raw).map_err(|e| malformed(format!("items[{i}]: {e}")))?;
             k8s_event(ev, raw, cx).map_err(|e| malformed(format!("items[{i}]: {e}")))

@@ -28,3 +28,19 @@ pub struct DecodeContext<'a> {
 
 #[cfg(test)]
 mod fuzz_tests;
+
+/// Serde lets a struct deserialize from a JSON array (its fields in order); our
+/// formats are objects, so anything else is refused before it reaches serde.
+pub(crate) fn expect_object(
+    source_name: &'static str,
+    what: &str,
+    json: &[u8],
+) -> crate::Result<()> {
+    match json.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(crate::Error::Malformed {
+            source_name,
+            reason: format!("{what} must be a JSON object"),
+        }),
+    }
+}
