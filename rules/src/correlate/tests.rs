@@ -273,7 +273,7 @@ mod properties {
         let entity = prop::sample::select(vec!["checkout", "payments", "search"]);
         let name = prop::sample::select(vec!["HighErrorRate", "HighLatency", "CrashLoop"]);
         (0i64..3600, entity, name, 0u8..4).prop_map(|(t, entity, name, k)| match k {
-            0 => deploy(t, entity, &format!("sha{t}")),
+            0 => deploy(t, entity, &format!("sha{t}-{entity}")),
             // Real ids are fingerprint + startsAt, and the event time of a firing
             // alert is its startsAt: one id, one time.
             1 => alert(t / 60 * 60 + 300, entity, name, "resolved", t / 60 * 60),
