@@ -81,6 +81,9 @@ struct AuditEvent {
     request_received_timestamp: String,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// Present at the Request and RequestResponse audit levels.
+    #[serde(default)]
+    request_object: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +297,9 @@ fn audit_event(
         attributes.insert("response_code".into(), c.to_string());
     }
     attributes.insert("request_uri".into(), ev.request_uri);
+    if mutating && let Some(body) = &ev.request_object {
+        change_attributes(&obj.resource, body, &mut attributes);
+    }
     Ok(Ok(Event {
         // The stage is not part of the id: both stages of a streaming request are
         // one event.
@@ -316,8 +322,103 @@ fn audit_event(
         status: status.into(),
         summary,
         attributes,
-        raw: raw.to_owned(),
+        raw: if obj.resource == "secrets" {
+            redact_bodies(raw)
+        } else {
+            raw.to_owned()
+        },
     }))
+}
+
+/// The audit record without its request and response bodies: what a secret's
+/// audit record may keep in history.
+fn redact_bodies(raw: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            for key in ["requestObject", "responseObject"] {
+                if m.remove(key).is_some() {
+                    m.insert(key.to_owned(), serde_json::Value::from("<redacted>"));
+                }
+            }
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => "{}".to_owned(),
+    }
+}
+
+/// What a create/update/patch body sets, as `change.*` attributes rules can test:
+/// container images, replicas, resource limits and requests, changed config keys.
+/// Secret values are never copied, only their key names.
+fn change_attributes(
+    resource: &str,
+    body: &serde_json::Value,
+    attrs: &mut BTreeMap<String, String>,
+) {
+    let mut fields = Vec::new();
+    let spec = &body["spec"];
+    let pod_spec = if spec["template"]["spec"].is_object() {
+        &spec["template"]["spec"]
+    } else {
+        spec
+    };
+    if let Some(containers) = pod_spec["containers"].as_array() {
+        let images: Vec<String> = containers
+            .iter()
+            .filter_map(|c| {
+                let image = c["image"].as_str()?;
+                Some(match c["name"].as_str() {
+                    Some(name) => format!("{name}={image}"),
+                    None => image.to_owned(),
+                })
+            })
+            .collect();
+        if !images.is_empty() {
+            attrs.insert("change.image".into(), images.join(","));
+            fields.push("image");
+        }
+        for (kind, field) in [("limits", "limit"), ("requests", "request")] {
+            for res in ["memory", "cpu"] {
+                let values: Vec<String> = containers
+                    .iter()
+                    .filter_map(|c| {
+                        c["resources"][kind][res]
+                            .as_str()
+                            .map(str::to_owned)
+                            .or_else(|| c["resources"][kind][res].as_f64().map(|v| v.to_string()))
+                    })
+                    .collect();
+                if !values.is_empty() {
+                    attrs.insert(format!("change.{res}_{field}"), values.join(","));
+                    fields.push(if kind == "limits" {
+                        "limits"
+                    } else {
+                        "requests"
+                    });
+                }
+            }
+        }
+    }
+    if let Some(replicas) = spec["replicas"].as_u64() {
+        attrs.insert("change.replicas".into(), replicas.to_string());
+        fields.push("replicas");
+    }
+    if matches!(resource, "configmaps" | "secrets") {
+        let mut keys: Vec<&str> = ["data", "stringData", "binaryData"]
+            .iter()
+            .filter_map(|k| body[*k].as_object())
+            .flat_map(|m| m.keys().map(String::as_str))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            attrs.insert("change.keys".into(), keys.join(","));
+            fields.push("data");
+        }
+    }
+    fields.dedup();
+    if !fields.is_empty() {
+        attrs.insert("change.fields".into(), fields.join(","));
+    }
 }
 
 fn display_user(username: &str) -> &str {

@@ -140,3 +140,28 @@ fn malformed_and_foreign_documents_are_rejected() {
         r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"kind":"Event"}]}"#;
     assert!(decode(bad_item.as_bytes(), &cx(&c)).is_err());
 }
+
+#[test]
+fn patches_say_what_they_changed_without_copying_secret_values() {
+    let c = Catalog::default();
+    let patch = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"p1","stage":"ResponseComplete","verb":"patch",
+      "user":{"username":"alice"},"objectRef":{"resource":"deployments","namespace":"shop","name":"checkout","apiGroup":"apps"},
+      "requestObject":{"spec":{"replicas":5,"template":{"spec":{"containers":[{"name":"app","image":"ghcr.io/acme/checkout:1.4.3",
+        "resources":{"limits":{"memory":"256Mi","cpu":"500m"}}}]}}}},
+      "requestReceivedTimestamp":"2024-05-01T10:00:00Z"}"#;
+    let e = &decode(patch.as_bytes(), &cx(&c)).expect("ok").events[0];
+    assert_eq!(
+        e.attr("change.image"),
+        Some("app=ghcr.io/acme/checkout:1.4.3")
+    );
+    assert_eq!(e.attr("change.replicas"), Some("5"));
+    assert_eq!(e.attr("change.memory_limit"), Some("256Mi"));
+    assert_eq!(e.attr("change.fields"), Some("image,limits,replicas"));
+    let secret = r#"{"kind":"Event","auditID":"s2","stage":"ResponseComplete","verb":"update","user":{"username":"bob"},
+      "objectRef":{"resource":"secrets","namespace":"shop","name":"db"},"requestObject":{"data":{"password":"c2VjcmV0"}},
+      "requestReceivedTimestamp":"2024-05-01T10:00:00Z"}"#;
+    let e = &decode(secret.as_bytes(), &cx(&c)).expect("ok").events[0];
+    assert_eq!(e.attr("change.keys"), Some("password"));
+    assert!(!e.attributes.values().any(|v| v.contains("c2VjcmV0")));
+    assert!(!e.raw.contains("c2VjcmV0"), "{}", e.raw);
+}
