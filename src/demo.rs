@@ -109,6 +109,7 @@ fn demo_catalog() -> Catalog {
                 workloads: vec!["payments-api".into()],
                 repos: vec!["acme/payments-service".into()],
                 resources: vec![],
+                ..ServiceEntry::default()
             },
             ServiceEntry {
                 name: "checkout".into(),
@@ -116,6 +117,7 @@ fn demo_catalog() -> Catalog {
                 workloads: vec!["checkout".into()],
                 repos: vec!["acme/checkout".into()],
                 resources: vec![],
+                ..ServiceEntry::default()
             },
         ],
     }

@@ -54,6 +54,15 @@ pub struct ServiceEntry {
     /// Cloud resources (ARNs or ids) that belong to this service.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Argo CD applications that deploy this service.
+    #[serde(default)]
+    pub argo_apps: Vec<String>,
+    /// Cost allocation tags that mark this service's spend (all must match).
+    #[serde(default)]
+    pub cost_tags: BTreeMap<String, String>,
+    /// Services (or resources) this one depends on, for catalog joins.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 impl Catalog {
@@ -99,6 +108,34 @@ impl Catalog {
             .unwrap_or_else(|| resource.to_owned())
     }
 
+    /// The service an Argo CD application deploys; else the workload of that name.
+    pub fn service_for_argo_app(&self, namespace: Option<&str>, app: &str) -> String {
+        self.services
+            .iter()
+            .find(|s| s.argo_apps.iter().any(|a| a == app))
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| self.service_for_workload(namespace, app))
+    }
+
+    /// The service whose cost tags all appear in `tags`, if any.
+    pub fn service_for_cost_tags(&self, tags: &BTreeMap<String, String>) -> Option<String> {
+        self.services
+            .iter()
+            .find(|s| {
+                !s.cost_tags.is_empty() && s.cost_tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+            })
+            .map(|s| s.name.clone())
+    }
+
+    /// What a service depends on, per the catalog.
+    pub fn depends_on(&self, service: &str) -> &[String] {
+        self.services
+            .iter()
+            .find(|s| s.name == service)
+            .map(|s| s.depends_on.as_slice())
+            .unwrap_or(&[])
+    }
+
     /// The namespace the catalog gives a service, if any.
     pub fn namespace_of(&self, service: &str) -> Option<&str> {
         self.services
@@ -122,6 +159,9 @@ mod tests {
                 workloads: vec!["payments-api".into()],
                 repos: vec!["acme/payments-service".into()],
                 resources: vec!["arn:aws:rds:eu-west-1:1:db:payments".into()],
+                argo_apps: vec!["payments-prod".into()],
+                cost_tags: [("team".to_owned(), "pay".to_owned())].into(),
+                depends_on: vec!["payments-db".into()],
             }],
         }
     }
@@ -140,6 +180,15 @@ mod tests {
             "payments"
         );
         assert_eq!(c.service_for_resource("i-0abc"), "i-0abc");
+        assert_eq!(c.service_for_argo_app(None, "payments-prod"), "payments");
+        let tags = [
+            ("team".to_owned(), "pay".to_owned()),
+            ("env".to_owned(), "prod".to_owned()),
+        ]
+        .into();
+        assert_eq!(c.service_for_cost_tags(&tags).as_deref(), Some("payments"));
+        assert_eq!(c.service_for_cost_tags(&BTreeMap::new()), None);
+        assert_eq!(c.depends_on("payments"), ["payments-db".to_owned()]);
     }
 
     #[test]

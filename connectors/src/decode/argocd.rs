@@ -129,7 +129,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
         cx.catalog.cluster_for_environment(&n.destination_server)
     };
     let namespace = Some(n.namespace.as_str()).filter(|s| !s.is_empty());
-    let entity = cx.catalog.service_for_workload(namespace, &n.app);
+    let entity = cx.catalog.service_for_argo_app(namespace, &n.app);
     let rev7: String = n.revision.chars().take(7).collect();
     let summary = match kind {
         EventKind::Deploy => format!("Argo CD sync of {} to {rev7}: {}", n.app, n.phase),

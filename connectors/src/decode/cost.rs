@@ -166,10 +166,15 @@ fn focus_event(row: Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Event>
     let tags = tags_of(&row);
     let resource = text(&row, "ResourceId");
     let service_name = text(&row, "ServiceName").unwrap_or_else(|| "unknown".into());
-    let entity = match (service_from_tags(&tags), &resource) {
-        (Some(s), _) => cx.catalog.service_for_workload(None, s),
-        (None, Some(r)) => cx.catalog.service_for_resource(r),
-        (None, None) => service_name.clone(),
+    let entity = match (
+        cx.catalog.service_for_cost_tags(&tags),
+        service_from_tags(&tags),
+        &resource,
+    ) {
+        (Some(s), _, _) => s,
+        (None, Some(s), _) => cx.catalog.service_for_workload(None, s),
+        (None, None, Some(r)) => cx.catalog.service_for_resource(r),
+        (None, None, None) => service_name.clone(),
     };
     let scope = text(&row, "SubAccountId")
         .or_else(|| text(&row, "BillingAccountId"))

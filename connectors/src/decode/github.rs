@@ -269,6 +269,7 @@ mod tests {
                 workloads: vec![],
                 repos: vec!["acme/payments-service".into()],
                 resources: vec![],
+                ..ServiceEntry::default()
             }],
         }
     }
