@@ -92,6 +92,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             github_secret: loaded.github_secret.clone(),
             auth: loaded.auth.clone(),
             max_concurrent_requests: config.receivers.max_concurrent_requests,
+            max_requests_per_second: config.receivers.max_requests_per_second,
         }),
     });
     let shared = Shared {

@@ -45,6 +45,9 @@ pub(crate) struct ReceiversConfig {
     pub(crate) max_body_bytes: usize,
     /// Requests handled at once over all receivers; more get 429.
     pub(crate) max_concurrent_requests: usize,
+    /// Requests per second per receiver; more get 429. Unlimited when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_requests_per_second: Option<u32>,
     pub(crate) github: GithubConfig,
     /// Credentials required per receiver (alertmanager, prometheus, github, argocd,
     /// k8s_audit, k8s_event, cloudtrail, cost, events).
@@ -155,6 +158,7 @@ impl Default for Config {
             receivers: ReceiversConfig {
                 max_body_bytes: 10 << 20,
                 max_concurrent_requests: 256,
+                max_requests_per_second: None,
                 github: GithubConfig::default(),
                 auth: Default::default(),
             },

@@ -59,6 +59,9 @@ pub struct ReceiverConfig {
     pub auth: std::collections::BTreeMap<String, Credential>,
     /// Requests handled at once, over all receivers; more get 429.
     pub max_concurrent_requests: usize,
+    /// Requests per second allowed per receiver (a token bucket with one second of
+    /// burst); more get 429. `None` leaves rates unlimited.
+    pub max_requests_per_second: Option<u32>,
 }
 
 impl Default for ReceiverConfig {
@@ -68,6 +71,7 @@ impl Default for ReceiverConfig {
             github_secret: None,
             auth: Default::default(),
             max_concurrent_requests: 256,
+            max_requests_per_second: None,
         }
     }
 }
@@ -86,6 +90,11 @@ pub fn router(state: ReceiverState) -> Router {
     let inflight = Arc::new(tokio::sync::Semaphore::new(
         state.config.max_concurrent_requests.max(1),
     ));
+    let rate = state
+        .config
+        .max_requests_per_second
+        .and_then(std::num::NonZeroU32::new)
+        .map(|n| Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(n))));
     let guard_state = state.clone();
     Router::new()
         .route("/ingest/alertmanager", post(alertmanager_webhook))
@@ -99,7 +108,13 @@ pub fn router(state: ReceiverState) -> Router {
         .route("/ingest/argocd", post(argocd_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |req, next| {
-            guard(guard_state.clone(), inflight.clone(), req, next)
+            guard(
+                guard_state.clone(),
+                inflight.clone(),
+                rate.clone(),
+                req,
+                next,
+            )
         }))
         .with_state(state)
 }
@@ -120,25 +135,40 @@ fn source_of(path: &str) -> &'static str {
     }
 }
 
-/// Concurrency cap and authentication, before any body is read.
+/// Per-receiver request rate limiter.
+type RateLimiter = governor::DefaultKeyedRateLimiter<&'static str>;
+
+fn too_many(source: &'static str, reason: &'static str, message: &str) -> Response {
+    let mut resp = reject(source, StatusCode::TOO_MANY_REQUESTS, reason, message).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp
+}
+
+/// Rate limit, concurrency cap and authentication, before any body is read.
 async fn guard(
     state: ReceiverState,
     inflight: Arc<tokio::sync::Semaphore>,
+    rate: Option<Arc<RateLimiter>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let source = source_of(req.uri().path());
-    let Ok(_permit) = inflight.try_acquire() else {
-        let mut resp = reject(
+    if let Some(rate) = &rate
+        && rate.check_key(&source).is_err()
+    {
+        return too_many(
             source,
-            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "request rate over the limit; retry later",
+        );
+    }
+    let Ok(_permit) = inflight.try_acquire() else {
+        return too_many(
+            source,
             "overloaded",
             "too many concurrent requests; retry later",
-        )
-        .into_response();
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return resp;
+        );
     };
     if let Some(credential) = state.config.auth.get(source)
         && !authorized(credential, req.headers())

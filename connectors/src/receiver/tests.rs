@@ -223,3 +223,44 @@ async fn bearer_and_basic_credentials_are_required_where_configured() {
         "refused requests added nothing"
     );
 }
+
+#[tokio::test]
+async fn requests_over_the_rate_limit_get_429_and_are_counted() {
+    let log = Arc::new(MemoryLog::default());
+    let app = router(ReceiverState {
+        log: log.clone(),
+        catalog: Arc::new(Catalog::default()),
+        config: Arc::new(ReceiverConfig {
+            max_requests_per_second: Some(2),
+            ..ReceiverConfig::default()
+        }),
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            send(
+                app.clone(),
+                post("/ingest/alertmanager", "application/json", ALERT),
+            )
+            .await,
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        3
+    );
+    assert!(
+        metrics::REJECTED
+            .with_label_values(&["alertmanager", "rate_limited"])
+            .get()
+            >= 3
+    );
+}
