@@ -49,11 +49,27 @@ impl HttpPoster {
         headers: &[(&str, &str)],
         body: String,
     ) -> Result<Posted> {
+        self.post(path, "application/json", headers, body.into_bytes())
+            .await
+    }
+
+    /// POSTs a body with an explicit content type.
+    pub async fn post_body(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Posted> {
+        self.post(path, content_type, &[], body).await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Posted> {
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .client
             .post(&url)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -62,25 +78,6 @@ impl HttpPoster {
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        Ok(Posted { status, body })
-    }
-
-    /// POSTs a body with an explicit content type.
-    pub async fn post_body(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Posted> {
-        let url = format!("{}{}", self.base, path);
-        let resp = self
-            .client
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Http {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
         Ok(Posted { status, body })

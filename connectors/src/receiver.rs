@@ -97,15 +97,30 @@ pub fn router(state: ReceiverState) -> Router {
         .map(|n| Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(n))));
     let guard_state = state.clone();
     Router::new()
-        .route("/ingest/alertmanager", post(alertmanager_webhook))
+        .route(
+            "/ingest/alertmanager",
+            json_receiver("alertmanager", alertmanager::decode),
+        )
+        .route(
+            "/api/v2/alerts",
+            json_receiver("prometheus", alertmanager::decode_api_v2),
+        )
+        .route("/ingest/argocd", json_receiver("argocd", argocd::decode))
+        .route(
+            "/ingest/k8s-events",
+            json_receiver("k8s_event", k8s_events::decode),
+        )
+        .route(
+            "/ingest/cloudtrail",
+            json_receiver("cloudtrail", cloudtrail::decode),
+        )
+        .route(
+            "/ingest/events",
+            json_receiver("events", cloudevents::decode),
+        )
         .route("/ingest/github", post(github_webhook))
-        .route("/api/v2/alerts", post(prometheus_alerts))
-        .route("/ingest/events", post(cloudevents))
         .route("/ingest/k8s-audit", post(k8s_audit_webhook))
-        .route("/ingest/k8s-events", post(k8s_events_webhook))
-        .route("/ingest/cloudtrail", post(cloudtrail_webhook))
         .route("/ingest/cost", post(cost_webhook))
-        .route("/ingest/argocd", post(argocd_webhook))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |req, next| {
             guard(
@@ -372,60 +387,6 @@ fn finish(source: &'static str, started: Instant, r: Result<Response, Rejection>
     }
 }
 
-async fn alertmanager_webhook(
-    State(state): State<ReceiverState>,
-    query: Result<Query<Hints>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    simple(
-        "alertmanager",
-        state,
-        query,
-        headers,
-        body,
-        is_json,
-        alertmanager::decode,
-    )
-    .await
-}
-
-async fn prometheus_alerts(
-    State(state): State<ReceiverState>,
-    query: Result<Query<Hints>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    simple(
-        "prometheus",
-        state,
-        query,
-        headers,
-        body,
-        is_json,
-        alertmanager::decode_api_v2,
-    )
-    .await
-}
-
-async fn cloudevents(
-    State(state): State<ReceiverState>,
-    query: Result<Query<Hints>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    simple(
-        "events",
-        state,
-        query,
-        headers,
-        body,
-        is_json,
-        cloudevents::decode,
-    )
-    .await
-}
-
 async fn k8s_audit_webhook(
     State(state): State<ReceiverState>,
     query: Result<Query<Hints>, QueryRejection>,
@@ -456,6 +417,24 @@ async fn k8s_audit_webhook(
     finish(SOURCE, started, result)
 }
 
+/// A decoder of one receiver's body.
+type Decode = fn(&[u8], &DecodeContext<'_>) -> crate::Result<Vec<Event>>;
+
+/// The route of a JSON receiver whose decoder needs only the body and `?cluster=`.
+fn json_receiver(
+    source: &'static str,
+    decode: Decode,
+) -> axum::routing::MethodRouter<ReceiverState> {
+    post(
+        move |State(state): State<ReceiverState>,
+              query: Result<Query<Hints>, QueryRejection>,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| async move {
+            simple(source, state, query, headers, body, is_json, decode).await
+        },
+    )
+}
+
 /// A receiver whose decoder takes the body, the catalog and `?cluster=`.
 async fn simple(
     source: &'static str,
@@ -464,7 +443,7 @@ async fn simple(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     accepts: fn(&str) -> bool,
-    decode: fn(&[u8], &DecodeContext<'_>) -> crate::Result<Vec<Event>>,
+    decode: Decode,
 ) -> Response {
     let started = Instant::now();
     let result = async {
@@ -484,60 +463,6 @@ async fn simple(
     finish(source, started, result)
 }
 
-async fn k8s_events_webhook(
-    State(state): State<ReceiverState>,
-    query: Result<Query<Hints>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    simple(
-        "k8s_event",
-        state,
-        query,
-        headers,
-        body,
-        is_json,
-        k8s_events::decode,
-    )
-    .await
-}
-
-async fn cloudtrail_webhook(
-    State(state): State<ReceiverState>,
-    query: Result<Query<Hints>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    simple(
-        "cloudtrail",
-        state,
-        query,
-        headers,
-        body,
-        is_json,
-        cloudtrail::decode,
-    )
-    .await
-}
-
-async fn argocd_webhook(
-    State(state): State<ReceiverState>,
-    query: Result<Query<Hints>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    simple(
-        "argocd",
-        state,
-        query,
-        headers,
-        body,
-        is_json,
-        argocd::decode,
-    )
-    .await
-}
-
 /// FOCUS as `text/csv`, or FOCUS rows / OpenCost responses as JSON.
 async fn cost_webhook(
     State(state): State<ReceiverState>,
@@ -545,7 +470,7 @@ async fn cost_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let decode = if media_type(&headers) == "text/csv" {
+    let decode: Decode = if media_type(&headers) == "text/csv" {
         cost::decode_focus_csv
     } else {
         cost::decode_json

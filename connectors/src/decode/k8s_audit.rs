@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use causeway_rules::{Event, EventKind, EventTime, Severity};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::DecodeContext;
 use super::identity::pod_workload;
@@ -45,16 +44,6 @@ impl Skipped {
 pub struct Decoded {
     pub events: Vec<Event>,
     pub skipped: Vec<Skipped>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
-    kind: String,
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default, borrow)]
-    items: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,44 +111,18 @@ fn malformed(reason: impl Into<String>) -> Error {
     }
 }
 
-fn unsupported(reason: impl Into<String>) -> Error {
-    Error::Unsupported {
-        source_name: SOURCE,
-        reason: reason.into(),
-    }
-}
-
 /// Decodes an `EventList` or one `Event`; all or nothing.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Decoded> {
     let text = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8"))?;
-    super::expect_object(SOURCE, "the body", body)?;
-    let env: Envelope<'_> = serde_json::from_str(text)
-        .map_err(|e| malformed(format!("not an audit Event or EventList: {e}")))?;
-    if let Some(v) = env.api_version.as_deref()
-        && v != "audit.k8s.io/v1"
-        && v != "audit.k8s.io/v1beta1"
-    {
-        return Err(unsupported(format!(
-            "apiVersion {v:?} (expected audit.k8s.io/v1 or v1beta1)"
-        )));
-    }
-    let raws: Vec<&str> = match env.kind.as_str() {
-        "EventList" => env
-            .items
-            .ok_or_else(|| malformed("EventList without items"))?
-            .iter()
-            .map(|r| r.get())
-            .collect(),
-        "Event" => vec![text],
-        other => {
-            return Err(unsupported(format!(
-                "kind {other:?} (expected EventList or Event)"
-            )));
-        }
-    };
+    let raws = super::kube_items(
+        SOURCE,
+        text,
+        "EventList",
+        "Event",
+        &["audit.k8s.io/v1", "audit.k8s.io/v1beta1"],
+    )?;
     let mut out = Decoded::default();
     for (i, raw) in raws.into_iter().enumerate() {
-        super::expect_object(SOURCE, &format!("items[{i}]"), raw.as_bytes())?;
         let ev: AuditEvent =
             serde_json::from_str(raw).map_err(|e| malformed(format!("items[{i}]: {e}")))?;
         match audit_event(ev, raw, cx).map_err(|e| match e {

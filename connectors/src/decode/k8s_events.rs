@@ -12,23 +12,12 @@ use std::collections::BTreeMap;
 
 use causeway_rules::{Event, EventKind, EventTime, Severity};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::DecodeContext;
 use super::identity::pod_workload;
 use crate::{Error, Result};
 
 const SOURCE: &str = "k8s_event";
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
-    kind: String,
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default, borrow)]
-    items: Option<Vec<&'a RawValue>>,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -123,38 +112,16 @@ fn malformed(reason: impl Into<String>) -> Error {
 /// Decodes one Event or an EventList; all or nothing.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     let text = std::str::from_utf8(body).map_err(|_| malformed("body is not UTF-8"))?;
-    super::expect_object(SOURCE, "the body", body)?;
-    let env: Envelope<'_> = serde_json::from_str(text)
-        .map_err(|e| malformed(format!("not an Event or EventList: {e}")))?;
-    if let Some(v) = env.api_version.as_deref()
-        && v != "v1"
-        && v != "events.k8s.io/v1"
-        && v != "events.k8s.io/v1beta1"
-    {
-        return Err(Error::Unsupported {
-            source_name: SOURCE,
-            reason: format!("apiVersion {v:?} (expected v1 or events.k8s.io/v1)"),
-        });
-    }
-    let raws: Vec<&str> = match env.kind.as_str() {
-        "EventList" => env
-            .items
-            .ok_or_else(|| malformed("EventList without items"))?
-            .iter()
-            .map(|r| r.get())
-            .collect(),
-        "Event" => vec![text],
-        other => {
-            return Err(Error::Unsupported {
-                source_name: SOURCE,
-                reason: format!("kind {other:?} (expected Event or EventList)"),
-            });
-        }
-    };
+    let raws = super::kube_items(
+        SOURCE,
+        text,
+        "EventList",
+        "Event",
+        &["v1", "events.k8s.io/v1", "events.k8s.io/v1beta1"],
+    )?;
     raws.into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            super::expect_object(SOURCE, &format!("items[{i}]"), raw.as_bytes())?;
             let ev: K8sEvent =
                 serde_json::from_str(raw).map_err(|e| malformed(format!("items[{i}]: {e}")))?;
             k8s_event(ev, raw, cx).map_err(|e| malformed(format!("items[{i}]: {e}")))

@@ -44,3 +44,61 @@ pub(crate) fn expect_object(
         }),
     }
 }
+
+/// The items of a Kubernetes `List` of `item_kind`, or the one object itself, as
+/// JSON texts; `api_versions` are those accepted on the envelope.
+pub(crate) fn kube_items<'a>(
+    source_name: &'static str,
+    text: &'a str,
+    list_kind: &str,
+    item_kind: &str,
+    api_versions: &[&str],
+) -> crate::Result<Vec<&'a str>> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Envelope<'a> {
+        kind: String,
+        #[serde(default)]
+        api_version: Option<String>,
+        #[serde(default, borrow)]
+        items: Option<Vec<&'a serde_json::value::RawValue>>,
+    }
+    let malformed = |reason: String| crate::Error::Malformed {
+        source_name,
+        reason,
+    };
+    let unsupported = |reason: String| crate::Error::Unsupported {
+        source_name,
+        reason,
+    };
+    expect_object(source_name, "the body", text.as_bytes())?;
+    let env: Envelope<'_> = serde_json::from_str(text)
+        .map_err(|e| malformed(format!("not an {item_kind} or {list_kind}: {e}")))?;
+    if let Some(v) = env.api_version.as_deref()
+        && !api_versions.contains(&v)
+    {
+        return Err(unsupported(format!(
+            "apiVersion {v:?} (expected one of {})",
+            api_versions.join(", ")
+        )));
+    }
+    let items = if env.kind == list_kind {
+        env.items
+            .ok_or_else(|| malformed(format!("{list_kind} without items")))?
+            .iter()
+            .map(|r| r.get())
+            .collect()
+    } else if env.kind == item_kind {
+        vec![text]
+    } else {
+        return Err(unsupported(format!(
+            "kind {:?} (expected {list_kind} or {item_kind})",
+            env.kind
+        )));
+    };
+    for (i, item) in items.iter().enumerate() {
+        expect_object(source_name, &format!("items[{i}]"), item.as_bytes())?;
+    }
+    Ok(items)
+}
