@@ -349,13 +349,59 @@ async fn every_receiver_accepts_its_format_through_the_binary_and_refuses_garbag
         200
     );
 
+    // Argo CD, from the template we ship.
+    let argo = json!({"schema": "causeway.argocd/v1", "event_id": "uid-9/abc/Succeeded", "app": "checkout",
+        "project": "default", "namespace": "shop", "destination_name": "prod", "destination_server": "",
+        "repo_url": "", "revision": "abc1234", "phase": "Succeeded", "started_at": "2024-05-01T10:02:30Z",
+        "finished_at": "2024-05-01T10:03:00Z", "sync_status": "Synced", "health": "Healthy",
+        "reconciled_at": "", "initiated_by": "", "images": ["ghcr.io/acme/checkout:2"], "app_url": ""});
+    assert_eq!(
+        post(&base, "/ingest/argocd", &[], argo.to_string()).await,
+        200
+    );
+    // A Kubernetes Event.
+    let kev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "x", "namespace": "shop", "uid": "k-1"},
+        "involvedObject": {"kind": "Pod", "name": "checkout-7d9f8b6c5d-x2k4q", "namespace": "shop"},
+        "reason": "BackOff", "message": "Back-off restarting failed container", "type": "Warning",
+        "count": 1, "lastTimestamp": "2024-05-01T10:04:00Z"});
+    assert_eq!(
+        post(
+            &base,
+            "/ingest/k8s-events?cluster=prod",
+            &[],
+            kev.to_string()
+        )
+        .await,
+        200
+    );
+    // CloudTrail.
+    let trail = json!({"Records": [{"eventVersion": "1.08", "eventID": "ct-1", "eventTime": "2024-05-01T10:05:00Z",
+        "eventSource": "rds.amazonaws.com", "eventName": "ModifyDBInstance", "recipientAccountId": "prod",
+        "requestParameters": {"dBInstanceIdentifier": "payments-db"}}]});
+    assert_eq!(
+        post(&base, "/ingest/cloudtrail", &[], trail.to_string()).await,
+        200
+    );
+    // FOCUS as CSV.
+    let focus = "ChargePeriodStart,ChargePeriodEnd,EffectiveCost,BilledCost,BillingCurrency,BillingAccountId,ResourceId,ServiceName,Tags\n\
+                 2024-05-01 10:00:00,2024-05-01 11:00:00,1.5,1.5,USD,prod,i-1,Amazon EC2,\"{\"\"app\"\": \"\"search\"\"}\"\n";
+    let r = reqwest::Client::new()
+        .post(format!("{base}/ingest/cost"))
+        .header("content-type", "text/csv")
+        .body(focus)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let events_before = 7;
+
     let refused = battery(&base).await;
     assert!(refused >= 300, "the battery sent {refused} requests");
 
-    eventually(&base, "SELECT count(*) AS n FROM events", 3).await;
+    eventually(&base, "SELECT count(*) AS n FROM events", events_before).await;
     let rows = sql(
         &base,
-        "SELECT source, kind, entity, scope FROM events ORDER BY time",
+        "SELECT source, kind, entity, scope FROM events ORDER BY time, source",
     )
     .await;
     let got: Vec<(String, String, String, String)> = rows
@@ -371,8 +417,12 @@ async fn every_receiver_accepts_its_format_through_the_binary_and_refuses_garbag
         got,
         vec![
             want("alertmanager", "alert", "api"),
+            want("cost", "cost", "search"),
             want("k8s_audit", "change", "checkout"),
             want("ci", "deploy", "search"),
+            want("argocd", "deploy", "checkout"),
+            want("k8s_event", "k8s_event", "checkout"),
+            want("cloudtrail", "change", "payments-db"),
         ]
     );
 }
