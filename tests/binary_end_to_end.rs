@@ -213,6 +213,95 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
     assert_eq!(root[0]["kind"], "deploy");
     assert_eq!(count(&base, "SELECT count(*) AS n FROM events").await, 3);
 
+    // The incidents API: the list, a filter, one incident with versions and chain.
+    let client = reqwest::Client::new();
+    let list: Vec<Value> = client
+        .get(format!("{base}/api/v1/incidents?state=open"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list.len(), 1);
+    let id = list[0]["incident_id"].as_str().expect("id").to_owned();
+    let one: Value = client
+        .get(format!("{base}/api/v1/incidents/{id}"))
+        .send()
+        .await
+        .expect("one")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(one["incident"]["incident_id"], id.as_str());
+    assert_eq!(one["versions"].as_array().map(Vec::len), Some(2));
+    let roles: Vec<&str> = one["chain"]
+        .as_array()
+        .expect("chain")
+        .iter()
+        .filter_map(|e| e["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["cause", "effect", "effect"]);
+    for bad in [
+        "inc_nope",
+        "inc_00000000000000000000000000000000",
+        "x' OR '1'='1",
+    ] {
+        let r = client
+            .get(format!("{base}/api/v1/incidents/{bad}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 404, "{bad}");
+    }
+    assert_eq!(
+        client
+            .get(format!("{base}/api/v1/incidents?state=weird"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        400
+    );
+
+    // SQL as CSV and as an Arrow IPC stream; DDL refused with 400.
+    let csv = client
+        .post(format!("{base}/api/v1/sql"))
+        .header("accept", "text/csv")
+        .json(
+            &json!({"query": "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind"}),
+        )
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(csv, "kind,n\nalert,2\ndeploy,1\n");
+    let ipc = client
+        .post(format!("{base}/api/v1/sql"))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&json!({"query": "SELECT count(*) AS n FROM events"}))
+        .send()
+        .await
+        .expect("ipc");
+    assert_eq!(
+        ipc.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let bytes = ipc.bytes().await.expect("bytes");
+    assert!(
+        bytes.len() > 8 && bytes[..4] == [0xff, 0xff, 0xff, 0xff],
+        "an IPC stream"
+    );
+    let ddl = client
+        .post(format!("{base}/api/v1/sql"))
+        .json(&json!({"query": "DROP TABLE events"}))
+        .send()
+        .await
+        .expect("ddl");
+    assert_eq!(ddl.status(), 400);
+
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics")
