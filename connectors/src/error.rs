@@ -39,6 +39,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// Says where in a payload a decode error happened (`alerts[3]`, `line 7`);
+    /// other errors pass through unchanged.
+    pub(crate) fn at(self, place: &str) -> Error {
+        match self {
+            Error::Malformed {
+                source_name,
+                reason,
+            } => Error::Malformed {
+                source_name,
+                reason: format!("{place}: {reason}"),
+            },
+            Error::Unsupported {
+                source_name,
+                reason,
+            } => Error::Unsupported {
+                source_name,
+                reason: format!("{place}: {reason}"),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -102,23 +102,7 @@ fn lines(bytes: &[u8], mut decode: impl FnMut(&[u8]) -> Result<Vec<Event>>) -> R
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        out.extend(decode(line).map_err(|e| match e {
-            Error::Malformed {
-                source_name,
-                reason,
-            } => Error::Malformed {
-                source_name,
-                reason: format!("line {}: {reason}", i + 1),
-            },
-            Error::Unsupported {
-                source_name,
-                reason,
-            } => Error::Unsupported {
-                source_name,
-                reason: format!("line {}: {reason}", i + 1),
-            },
-            other => other,
-        })?);
+        out.extend(decode(line).map_err(|e| e.at(&format!("line {}", i + 1)))?);
     }
     Ok(out)
 }

@@ -94,20 +94,10 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
             group_key: &hook.group_key,
         };
         events.push(
-            alert_event(alert, raw.get(), &extra, cx)
-                .map_err(|e| at(&format!("alerts[{i}]"), e))?,
+            alert_event(alert, raw.get(), &extra, cx).map_err(|e| e.at(&format!("alerts[{i}]")))?,
         );
     }
     Ok(events)
-}
-
-/// Prefixes a decode error's reason with where in the payload it happened.
-fn at(place: &str, e: Error) -> Error {
-    match e {
-        Error::Malformed { reason, .. } => malformed(format!("{place}: {reason}")),
-        Error::Unsupported { reason, .. } => unsupported(format!("{place}: {reason}")),
-        other => other,
-    }
 }
 
 /// What a webhook envelope adds to each alert.
@@ -152,7 +142,7 @@ pub fn decode_api_v2(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> 
         let alert: Alert = serde_json::from_value(serde_json::Value::Object(value))
             .map_err(|e| malformed(format!("[{i}]: {e}")))?;
         let mut event = alert_event(alert, raw.get(), &WebhookContext::default(), cx)
-            .map_err(|e| at(&format!("[{i}]"), e))?;
+            .map_err(|e| e.at(&format!("[{i}]")))?;
         // A firing alert's `endsAt` is only Prometheus' lease; it is no end.
         if !resolved {
             event.attributes.remove("ends_at");
@@ -202,8 +192,7 @@ fn alert_event(
         .get("cluster")
         .filter(|c| !c.is_empty())
         .cloned()
-        .or_else(|| cx.cluster_hint.map(str::to_owned))
-        .unwrap_or_else(|| cx.catalog.default_cluster.clone());
+        .unwrap_or_else(|| cx.cluster());
     let namespace = alert.labels.get("namespace").map(String::as_str);
     let entity = match workload_from_labels(&alert.labels) {
         Some(w) => cx.catalog.service_for_workload(namespace, &w),

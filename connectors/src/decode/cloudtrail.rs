@@ -98,14 +98,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
             super::expect_object(SOURCE, &format!("Records[{i}]"), raw.get().as_bytes())?;
             let rec: Record = serde_json::from_str(raw.get())
                 .map_err(|e| malformed(format!("Records[{i}]: {e}")))?;
-            record_event(rec, raw.get(), cx).map_err(|e| match e {
-                Error::Malformed { reason, .. } => malformed(format!("Records[{i}]: {reason}")),
-                Error::Unsupported { reason, .. } => Error::Unsupported {
-                    source_name: SOURCE,
-                    reason: format!("Records[{i}]: {reason}"),
-                },
-                other => other,
-            })
+            record_event(rec, raw.get(), cx).map_err(|e| e.at(&format!("Records[{i}]")))
         })
         .collect()
 }

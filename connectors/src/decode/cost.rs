@@ -83,7 +83,7 @@ pub fn decode_focus_csv(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event
             };
             row.insert(h.to_owned(), value);
         }
-        events.push(focus_event(row, cx).map_err(|e| at(&format!("row {}", i + 2), e))?);
+        events.push(focus_event(row, cx).map_err(|e| e.at(&format!("row {}", i + 2)))?);
     }
     Ok(events)
 }
@@ -97,7 +97,7 @@ pub fn decode_json(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
             .into_iter()
             .enumerate()
             .map(|(i, row)| match row {
-                Value::Object(map) => focus_event(map, cx).map_err(|e| at(&format!("[{i}]"), e)),
+                Value::Object(map) => focus_event(map, cx).map_err(|e| e.at(&format!("[{i}]"))),
                 _ => Err(malformed(format!("[{i}]: a FOCUS row must be an object"))),
             })
             .collect(),
@@ -106,13 +106,6 @@ pub fn decode_json(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
             source_name: SOURCE,
             reason: "expected a FOCUS row array or an OpenCost allocation response".into(),
         }),
-    }
-}
-
-fn at(place: &str, e: Error) -> Error {
-    match e {
-        Error::Malformed { reason, .. } => malformed(format!("{place}: {reason}")),
-        other => other,
     }
 }
 
@@ -291,8 +284,7 @@ fn opencost(obj: Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Vec<Event
             let scope = props["cluster"]
                 .as_str()
                 .map(str::to_owned)
-                .or(cx.cluster_hint.map(str::to_owned))
-                .unwrap_or_else(|| cx.catalog.default_cluster.clone());
+                .unwrap_or_else(|| cx.cluster());
             let source_event_id = format!("opencost:{scope}:{name}@{start}/{end}");
             let mut attributes = BTreeMap::new();
             attributes.insert("allocation".into(), name.clone());

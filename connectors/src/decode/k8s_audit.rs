@@ -125,10 +125,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Decoded> {
     for (i, raw) in raws.into_iter().enumerate() {
         let ev: AuditEvent =
             serde_json::from_str(raw).map_err(|e| malformed(format!("items[{i}]: {e}")))?;
-        match audit_event(ev, raw, cx).map_err(|e| match e {
-            Error::Malformed { reason, .. } => malformed(format!("items[{i}]: {reason}")),
-            other => other,
-        })? {
+        match audit_event(ev, raw, cx).map_err(|e| e.at(&format!("items[{i}]")))? {
             Ok(event) => out.events.push(event),
             Err(skip) => out.skipped.push(skip),
         }
@@ -272,10 +269,7 @@ fn audit_event(
         kind,
         time,
         ingested_at: cx.received_at,
-        scope: cx
-            .cluster_hint
-            .map(str::to_owned)
-            .unwrap_or_else(|| cx.catalog.default_cluster.clone()),
+        scope: cx.cluster(),
         entity,
         severity: if streaming || obj.resource == "secrets" {
             Severity::Warning

@@ -124,7 +124,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
         .map(|(i, raw)| {
             let ev: K8sEvent =
                 serde_json::from_str(raw).map_err(|e| malformed(format!("items[{i}]: {e}")))?;
-            k8s_event(ev, raw, cx).map_err(|e| malformed(format!("items[{i}]: {e}")))
+            k8s_event(ev, raw, cx).map_err(|e| e.at(&format!("items[{i}]")))
         })
         .collect()
 }
@@ -218,10 +218,7 @@ fn k8s_event(ev: K8sEvent, raw: &str, cx: &DecodeContext<'_>) -> Result<Event> {
         kind: EventKind::K8sEvent,
         time,
         ingested_at: cx.received_at,
-        scope: cx
-            .cluster_hint
-            .map(str::to_owned)
-            .unwrap_or_else(|| cx.catalog.default_cluster.clone()),
+        scope: cx.cluster(),
         entity,
         severity,
         summary: format!("{reason}: {message}"),
@@ -275,6 +272,9 @@ mod tests {
         assert_eq!(e.source_event_id, "u-2#2");
         assert_eq!(e.time.to_rfc3339(), "2024-05-01T10:05:00Z");
         assert!(decode(br#"{"kind":"Pod"}"#, &cx(&c)).is_err());
-        assert!(decode(br#"{"kind":"Event","metadata":{}}"#, &cx(&c)).is_err());
+        let err = decode(br#"{"kind":"Event","metadata":{}}"#, &cx(&c)).expect_err("no time");
+        let msg = err.to_string();
+        assert_eq!(msg.matches("malformed").count(), 1, "{msg}");
+        assert!(msg.contains("items[0]: no timestamp"), "{msg}");
     }
 }

@@ -26,6 +26,16 @@ pub struct DecodeContext<'a> {
     pub received_at: ProcessingTime,
 }
 
+impl DecodeContext<'_> {
+    /// The cluster a source that names none speaks of: `?cluster=`, else the
+    /// catalog's default.
+    pub fn cluster(&self) -> String {
+        self.cluster_hint
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.catalog.default_cluster.clone())
+    }
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 
