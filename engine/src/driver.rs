@@ -13,6 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
 use causeway_rules::{
     Correlator, CorrelatorConfig, Event, EventTime, Output, ProcessingTime, PushOutcome, RulePack,
 };
@@ -172,20 +174,23 @@ impl Engine {
             return self.tick(now);
         }
         let (positions, events): (Vec<LogPosition>, Vec<Event>) = records.into_iter().unzip();
+        // One batch serves both the predicates and the history rows: the events the
+        // correlator keeps (or finds too late) are selected from it by mask.
         let batch = schema::events_batch(&events)?;
         let matches = self.compiled.evaluate(&batch)?;
         let mut accepted = Vec::with_capacity(events.len());
-        let mut late = Vec::new();
+        let mut late = Vec::with_capacity(events.len());
         for ((pos, event), m) in positions.into_iter().zip(events).zip(matches) {
             let next = self.next_offsets.entry(pos.partition).or_insert(0);
             if pos.offset < *next {
                 // Already processed before the checkpoint we resumed from.
+                accepted.push(false);
+                late.push(false);
                 continue;
             }
             *next = pos.offset + 1;
             let timing = self.watermark.timing(&event.source);
             self.clocks.observe(&event.source, event.time, now);
-            let copy = event.clone();
             let source = event.source.clone();
             let outcome = self
                 .correlator
@@ -197,21 +202,26 @@ impl Engine {
                 PushOutcome::TooLate => "too_late",
             };
             metrics::EVENTS.with_label_values(&[&source, label]).inc();
-            match outcome {
-                PushOutcome::Buffered | PushOutcome::AppliedLate => accepted.push(copy),
-                PushOutcome::TooLate => late.push(copy),
-                PushOutcome::Duplicate => {}
-            }
+            accepted.push(matches!(
+                outcome,
+                PushOutcome::Buffered | PushOutcome::AppliedLate
+            ));
+            late.push(outcome == PushOutcome::TooLate);
             self.dirty = true;
         }
-        if !accepted.is_empty() {
+        let accepted = BooleanArray::from(accepted);
+        if accepted.true_count() > 0 {
             self.history
-                .append("events", schema::events_batch(&accepted)?);
+                .append("events", filter_record_batch(&batch, &accepted)?);
         }
-        if !late.is_empty() {
-            tracing::warn!(count = late.len(), "events arrived too late to correlate");
+        let late = BooleanArray::from(late);
+        if late.true_count() > 0 {
+            tracing::warn!(
+                count = late.true_count(),
+                "events arrived too late to correlate"
+            );
             self.history
-                .append("late_events", schema::events_batch(&late)?);
+                .append("late_events", filter_record_batch(&batch, &late)?);
         }
         out.too_late.clear();
         self.record(&out)?;
