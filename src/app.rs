@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use causeway_connectors::eventlog::embedded::{EmbeddedConsumer, EmbeddedLog};
+use causeway_connectors::kafka::{self, KafkaEventLog};
+use futures::FutureExt;
 use causeway_connectors::{EventLog, LogConsumer, ReceiverConfig, ReceiverState, receiver};
-use causeway_engine::{Engine, EngineOptions, EngineStatus, HistoryReader, LogPosition};
+use causeway_engine::{
+    Engine, EngineOptions, EngineStatus, HistoryReader, LogPosition, PartitionStateMode,
+};
 use causeway_rules::ProcessingTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::Loaded;
+use crate::kafka_engine::KafkaEngine;
 
 /// What the rest of the binary sees of a running instance.
 #[derive(Debug)]
@@ -32,7 +37,10 @@ pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) reader: HistoryReader,
     pub(crate) status: watch::Receiver<EngineStatus>,
-    log: Option<EmbeddedLog>,
+    /// The embedded log, when it is the event log (for its end offset).
+    embedded: Option<EmbeddedLog>,
+    /// The event log's write side; dropped at shutdown so the writer can finish.
+    log: Option<Arc<dyn EventLog>>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -52,38 +60,79 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     let config = &loaded.config;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let (log, writer) = EmbeddedLog::open(&config.data_dir.join("log"))
-        .context("cannot open the embedded event log")?;
+    let kafka = config.kafka.settings()?;
     let engine = Engine::open(EngineOptions {
         data_dir: config.data_dir.clone(),
         rules: loaded.rules.clone(),
         correlator: config.correlator(),
         watermark: config.engine.watermark.clone(),
+        partition_state: if kafka.is_some() {
+            PartitionStateMode::External
+        } else {
+            PartitionStateMode::Local
+        },
     })
     .context("cannot open the engine")?;
     let reader = HistoryReader::live(engine.history());
     let cancel = CancellationToken::new();
     let engine_healthy = Arc::new(AtomicBool::new(true));
     let (status_tx, status) = watch::channel(engine.status());
-
     let mut tasks = JoinSet::new();
-    tasks.spawn_blocking(move || {
-        writer.run();
-        Ok(())
-    });
 
-    let mut consumer = log.consumer();
-    consumer.seek(engine.next_offsets())?;
-    tasks.spawn(engine_loop(
-        engine,
-        consumer,
-        config.engine.commit_interval,
-        cancel.clone(),
-        status_tx,
-        engine_healthy.clone(),
-    ));
+    let (log_dyn, embedded): (Arc<dyn EventLog>, Option<EmbeddedLog>) = match &kafka {
+        None => {
+            let (log, writer) = EmbeddedLog::open(&config.data_dir.join("log"))
+                .context("cannot open the embedded event log")?;
+            tasks.spawn_blocking(move || {
+                writer.run();
+                Ok(())
+            });
+            let mut consumer = log.consumer();
+            consumer.seek(&engine.next_offsets())?;
+            tasks.spawn(engine_loop(
+                engine,
+                consumer,
+                config.engine.commit_interval,
+                cancel.clone(),
+                status_tx,
+                engine_healthy.clone(),
+            ));
+            (Arc::new(log.clone()), Some(log))
+        }
+        Some(settings) => {
+            kafka::ensure_topics(settings)
+                .await
+                .context("cannot prepare the Kafka topics")?;
+            let log = KafkaEventLog::new(settings)?;
+            let sources = config.kafka.source_topics()?;
+            for source in sources {
+                tasks.spawn(
+                    kafka::run_source(
+                        settings.clone(),
+                        source,
+                        log.clone(),
+                        Arc::new(config.catalog.clone()),
+                        cancel.clone(),
+                    )
+                    .map(|r| r.context("kafka source")),
+                );
+            }
+            let group = KafkaEngine::new(settings, engine, status_tx)?;
+            let commit_interval = config.engine.commit_interval;
+            let (stop, healthy) = (cancel.clone(), engine_healthy.clone());
+            tasks.spawn_blocking(move || group.run(commit_interval, stop, healthy));
+            let flush_log = log.clone();
+            let flush_on = cancel.clone();
+            tasks.spawn(async move {
+                flush_on.cancelled().await;
+                tokio::task::spawn_blocking(move || flush_log.flush(Duration::from_secs(10)))
+                    .await?
+                    .context("flushing the events producer")
+            });
+            (Arc::new(log), None)
+        }
+    };
 
-    let log_dyn: Arc<dyn EventLog> = Arc::new(log.clone());
     let receivers = receiver::router(ReceiverState {
         log: log_dyn.clone(),
         catalog: Arc::new(config.catalog.clone()),
@@ -95,6 +144,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             max_requests_per_second: config.receivers.max_requests_per_second,
         }),
     });
+    let log_dyn_handle = log_dyn.clone();
     let shared = Shared {
         reader: reader.clone(),
         log: log_dyn,
@@ -119,7 +169,8 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         addr,
         reader,
         status,
-        log: Some(log),
+        embedded,
+        log: Some(log_dyn_handle),
         cancel,
         tasks,
     })
@@ -131,9 +182,9 @@ impl Running {
         self.cancel.clone()
     }
 
-    /// The end of the event log.
+    /// The end of the embedded event log (0 with Kafka).
     pub(crate) fn log_end(&self) -> u64 {
-        self.log
+        self.embedded
             .as_ref()
             .and_then(|l| l.end_offsets().get(&0).copied())
             .unwrap_or(0)
@@ -173,6 +224,7 @@ impl Running {
     pub(crate) async fn shutdown(mut self) -> anyhow::Result<()> {
         self.cancel.cancel();
         self.log = None;
+        self.embedded = None;
         self.wait().await
     }
 
@@ -185,11 +237,13 @@ impl Running {
                 // One failing task stops the others.
                 self.cancel.cancel();
                 self.log = None;
+                self.embedded = None;
                 tracing::error!(error = %format!("{e:#}"), "task failed");
                 first_error.get_or_insert(e);
             }
             if self.cancel.is_cancelled() {
                 self.log = None;
+                self.embedded = None;
             }
         }
         first_error.map_or(Ok(()), Err)

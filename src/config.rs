@@ -25,7 +25,157 @@ pub(crate) struct Config {
     pub(crate) receivers: ReceiversConfig,
     pub(crate) engine: EngineConfig,
     pub(crate) sql: SqlConfig,
+    /// Kafka as event log and output streams; the embedded log when `brokers` is unset.
+    #[serde(default)]
+    pub(crate) kafka: KafkaConfig,
     pub(crate) catalog: Catalog,
+}
+
+/// `kafka:` — brokers, topic names, the engines' group, pass-through librdkafka
+/// properties (SASL/SSL: `CAUSEWAY__KAFKA__PROPERTIES__SASL_PASSWORD` sets
+/// `sasl.password`) and user topics to consume as sources.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct KafkaConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) brokers: Option<String>,
+    pub(crate) group_id: String,
+    /// Partitions of the topics Causeway creates (existing topics keep theirs).
+    pub(crate) partitions: u32,
+    pub(crate) replication_factor: u32,
+    /// A produce not acknowledged within this fails (receivers answer 503).
+    #[serde(with = "humantime_serde")]
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) topics: TopicsConfig,
+    pub(crate) properties: std::collections::BTreeMap<String, String>,
+    pub(crate) sources: Vec<KafkaSourceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TopicsConfig {
+    pub(crate) events: String,
+    pub(crate) incidents: String,
+    pub(crate) late: String,
+    pub(crate) actions: String,
+    pub(crate) state: String,
+}
+
+/// A user topic consumed into `causeway.events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KafkaSourceConfig {
+    pub(crate) topic: String,
+    /// alertmanager, k8s-audit, cloudtrail or cloudevents.
+    pub(crate) format: String,
+    /// The cluster of events whose payload names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<String>,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        let t = causeway_connectors::kafka::Topics::default();
+        TopicsConfig {
+            events: t.events,
+            incidents: t.incidents,
+            late: t.late,
+            actions: t.actions,
+            state: t.state,
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            group_id: "causeway-engine".into(),
+            partitions: 6,
+            replication_factor: 1,
+            delivery_timeout: Duration::from_secs(10),
+            topics: TopicsConfig::default(),
+            properties: Default::default(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The connector settings, or `None` for the embedded log.
+    pub(crate) fn settings(&self) -> anyhow::Result<Option<causeway_connectors::kafka::KafkaSettings>> {
+        let Some(brokers) = self.brokers.as_deref().filter(|b| !b.trim().is_empty()) else {
+            return Ok(None);
+        };
+        if self.group_id.is_empty() {
+            bail!("kafka.group_id: must not be empty");
+        }
+        if self.partitions == 0 {
+            bail!("kafka.partitions: must be larger than zero");
+        }
+        if self.delivery_timeout.is_zero() {
+            bail!("kafka.delivery_timeout: must be longer than zero");
+        }
+        let t = &self.topics;
+        for (field, name) in [
+            ("events", &t.events),
+            ("incidents", &t.incidents),
+            ("late", &t.late),
+            ("actions", &t.actions),
+            ("state", &t.state),
+        ] {
+            if name.is_empty() {
+                bail!("kafka.topics.{field}: must not be empty");
+            }
+        }
+        Ok(Some(causeway_connectors::kafka::KafkaSettings {
+            brokers: brokers.to_owned(),
+            // librdkafka names use dots only; environment variables cannot.
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.replace('_', "."), v.clone()))
+                .collect(),
+            topics: causeway_connectors::kafka::Topics {
+                events: t.events.clone(),
+                incidents: t.incidents.clone(),
+                late: t.late.clone(),
+                actions: t.actions.clone(),
+                state: t.state.clone(),
+            },
+            group_id: self.group_id.clone(),
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            delivery_timeout: self.delivery_timeout,
+        }))
+    }
+
+    /// The user topics to consume.
+    pub(crate) fn source_topics(&self) -> anyhow::Result<Vec<causeway_connectors::kafka::SourceTopic>> {
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if s.topic.is_empty() {
+                    bail!("kafka.sources[{i}].topic: must not be empty");
+                }
+                if [&self.topics.events, &self.topics.incidents, &self.topics.late, &self.topics.state]
+                    .contains(&&s.topic)
+                {
+                    bail!("kafka.sources[{i}].topic: {} is one of Causeway's own topics", s.topic);
+                }
+                let format = s
+                    .format
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("kafka.sources[{i}].format: {e}"))?;
+                Ok(causeway_connectors::kafka::SourceTopic {
+                    topic: s.topic.clone(),
+                    format,
+                    cluster: s.cluster.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +324,7 @@ impl Default for Config {
                 timeout: QueryLimits::default().timeout,
                 memory_limit_bytes: QueryLimits::default().memory_bytes,
             },
+            kafka: KafkaConfig::default(),
             catalog: Catalog {
                 default_cluster: "default".into(),
                 ..Catalog::default()
@@ -244,6 +395,13 @@ impl Config {
         for (i, s) in self.catalog.services.iter().enumerate() {
             if s.name.is_empty() {
                 bail!("catalog.services[{i}].name: must not be empty");
+            }
+        }
+        self.kafka.settings()?;
+        if self.kafka.brokers.is_some() || !self.kafka.sources.is_empty() {
+            let sources = self.kafka.source_topics()?;
+            if !sources.is_empty() && self.kafka.settings()?.is_none() {
+                bail!("kafka.sources: needs kafka.brokers");
             }
         }
         let rules = load_rules(self.engine.rules_dir.as_deref())?;

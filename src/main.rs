@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod format;
 mod import;
+mod kafka_engine;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

@@ -33,6 +33,12 @@ pub enum Error {
     /// The event log holds a record that is not a valid event.
     #[error("event log record {offset}: {reason}")]
     CorruptRecord { offset: u64, reason: String },
+    /// A Kafka operation failed.
+    #[error("kafka: {operation}: {reason}")]
+    Kafka {
+        operation: &'static str,
+        reason: String,
+    },
     /// An outbound HTTP request failed.
     #[error("http request to {url} failed: {reason}")]
     Http { url: String, reason: String },

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod error;
 pub mod eventlog;
 pub mod import;
+pub mod kafka;
 pub mod metrics;
 pub mod receiver;
 

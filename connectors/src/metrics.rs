@@ -67,3 +67,33 @@ pub static LOG_SYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(opts.clone())
         .unwrap_or_else(|_| Histogram::with_opts(opts).expect("valid metric"))
 });
+
+/// Messages Causeway failed to get acknowledged, by stream (events, incidents, late).
+pub static KAFKA_PRODUCE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_kafka_produce_failures_total",
+        "Messages not acknowledged by the broker, by stream",
+    );
+    register_int_counter_vec!(opts.clone(), &["stream"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["stream"]).expect("valid metric"))
+});
+
+/// Kafka records refused by a decoder and skipped, by format and reason.
+pub static KAFKA_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_kafka_rejected_records_total",
+        "Kafka records refused by a decoder and skipped, by format and reason",
+    );
+    register_int_counter_vec!(opts.clone(), &["format", "reason"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["format", "reason"]).expect("valid metric"))
+});
+
+/// Consumer group rebalances seen by this engine, by kind (assign, revoke).
+pub static KAFKA_REBALANCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_kafka_rebalances_total",
+        "Consumer group rebalances seen by this engine, by kind",
+    );
+    register_int_counter_vec!(opts.clone(), &["kind"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind"]).expect("valid metric"))
+});

@@ -1,12 +1,22 @@
 //! The engine driver: one owner of correlation state, fed records from the event
 //! log, committing history and its checkpoint together.
 //!
-//! Checkpoint semantics: `<data_dir>/engine/checkpoint.json` holds, in one atomically
-//! replaced file, the next log offset per partition, the watermark clocks, the
-//! correlator state and the history commit sequence. After a crash the engine
-//! resumes from that checkpoint and re-reads the log from its offsets, so events
-//! acknowledged by a receiver are never lost, and since correlation is
-//! deterministic the rows it writes again are the same rows, with the same ids.
+//! State is kept per log partition. Events are keyed by correlation scope, so every
+//! join a rule can make lies inside one partition, and a partition's state (its
+//! correlator, watermark clocks and next offset) can move between engines on its own.
+//!
+//! Where partition state lives is [`PartitionStateMode`]:
+//! - `Local` (embedded log): `<data_dir>/engine/checkpoint.json` holds, in one
+//!   atomically replaced file, every partition's state and the history commit
+//!   sequence. After a crash the engine resumes from it and re-reads the log from its
+//!   offsets, so events acknowledged by a receiver are never lost, and since
+//!   correlation is deterministic the rows it writes again are the same rows, with
+//!   the same ids.
+//! - `External` (Kafka consumer group): partitions are [`Engine::assign`]ed and
+//!   [`Engine::revoke`]d by the group; their state is saved by the caller from
+//!   [`Engine::partition_checkpoint`] (to a state topic) and the local file only
+//!   records the history sequence. Records of partitions this engine does not own
+//!   are skipped: their owner reads them.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +43,16 @@ pub struct LogPosition {
     pub offset: u64,
 }
 
+/// Who keeps partition state across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PartitionStateMode {
+    /// The engine's own checkpoint file; every partition seen is owned.
+    #[default]
+    Local,
+    /// The caller, partition by partition; only assigned partitions are owned.
+    External,
+}
+
 /// How to build an engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -40,32 +60,50 @@ pub struct EngineOptions {
     pub rules: RulePack,
     pub correlator: CorrelatorConfig,
     pub watermark: WatermarkConfig,
+    pub partition_state: PartitionStateMode,
 }
 
 /// What the engine reports about itself.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineStatus {
-    /// Next offset to read, per partition.
+    /// Next offset to read, per owned partition.
     pub next_offsets: BTreeMap<u32, u64>,
+    /// The lowest watermark over owned partitions.
     pub watermark: Option<EventTime>,
     pub pending_events: usize,
     /// Whether uncommitted rows exist.
     pub dirty: bool,
 }
 
+/// One partition's state as saved: what restoring it needs.
 #[derive(Debug, Serialize, Deserialize)]
-struct Checkpoint<'a> {
+struct PartitionCheckpoint {
+    version: u32,
+    next_offset: u64,
+    clocks: WatermarkTracker,
+    correlator: Box<RawValue>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
     version: u32,
     history_seq: u64,
-    next_offsets: BTreeMap<u32, u64>,
-    clocks: WatermarkTracker,
-    #[serde(borrow)]
-    correlator: &'a RawValue,
+    #[serde(default)]
+    partitions: BTreeMap<u32, PartitionCheckpoint>,
 }
+
+const CHECKPOINT_VERSION: u32 = 2;
 
 #[derive(Debug, Deserialize)]
 struct CheckpointHeader {
     history_seq: u64,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    correlator: Correlator,
+    clocks: WatermarkTracker,
+    next_offset: u64,
 }
 
 /// The correlation engine of one process.
@@ -73,12 +111,13 @@ struct CheckpointHeader {
 pub struct Engine {
     data_dir: PathBuf,
     compiled: CompiledRules,
-    correlator: Correlator,
+    rules: RulePack,
+    correlator_config: CorrelatorConfig,
+    mode: PartitionStateMode,
+    partitions: BTreeMap<u32, PartitionState>,
     watermark: WatermarkConfig,
-    clocks: WatermarkTracker,
     history: History,
     history_seq: u64,
-    next_offsets: BTreeMap<u32, u64>,
     dirty: bool,
 }
 
@@ -109,38 +148,126 @@ impl Engine {
         correlator_config.max_lateness = correlator_config
             .max_lateness
             .max(options.watermark.max_lateness());
-        let mut correlator = Correlator::new(options.rules.rules(), correlator_config);
         let path = checkpoint_path(&options.data_dir);
-        let mut clocks = WatermarkTracker::default();
-        let mut next_offsets = BTreeMap::new();
-        let mut history_seq = 0;
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let cp: Checkpoint<'_> =
-                    serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                correlator.restore(cp.correlator.get().as_bytes())?;
-                clocks = cp.clocks;
-                next_offsets = cp.next_offsets;
-                history_seq = cp.history_seq;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let checkpoint = match fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
+                Error::Checkpoint {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read", path)(e)),
+        };
+        if let Some(cp) = &checkpoint
+            && cp.version != CHECKPOINT_VERSION
+        {
+            return Err(Error::Checkpoint {
+                path,
+                reason: format!(
+                    "version {} is not {CHECKPOINT_VERSION}; this data dir was written by \
+                     another release",
+                    cp.version
+                ),
+            });
         }
+        let history_seq = checkpoint.as_ref().map_or(0, |cp| cp.history_seq);
+        // Opening the history removes files of a commit that did not finish, judged
+        // against the sequence the checkpoint records.
         let history = History::open(&options.data_dir.join("history"), history_seq)?;
-        Ok(Engine {
+        let mut engine = Engine {
             data_dir: options.data_dir,
             compiled,
-            correlator,
+            rules: options.rules,
+            correlator_config,
+            mode: options.partition_state,
+            partitions: BTreeMap::new(),
             watermark: options.watermark,
-            clocks,
             history,
             history_seq,
-            next_offsets,
             dirty: false,
+        };
+        if let Some(cp) = checkpoint
+            && engine.mode == PartitionStateMode::Local
+        {
+            for (partition, state) in cp.partitions {
+                let restored = engine.restore_partition(state)?;
+                engine.partitions.insert(partition, restored);
+            }
+        }
+        Ok(engine)
+    }
+
+    fn fresh_partition(&self) -> PartitionState {
+        PartitionState {
+            correlator: Correlator::new(self.rules.rules(), self.correlator_config.clone()),
+            clocks: WatermarkTracker::default(),
+            next_offset: 0,
+        }
+    }
+
+    fn restore_partition(&self, cp: PartitionCheckpoint) -> Result<PartitionState> {
+        let mut state = self.fresh_partition();
+        state.correlator.restore(cp.correlator.get().as_bytes())?;
+        state.clocks = cp.clocks;
+        state.next_offset = cp.next_offset;
+        Ok(state)
+    }
+
+    fn partition_checkpoint_value(&self, state: &PartitionState) -> Result<PartitionCheckpoint> {
+        let bytes = state.correlator.snapshot()?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(PartitionCheckpoint {
+            version: CHECKPOINT_VERSION,
+            next_offset: state.next_offset,
+            clocks: state.clocks.clone(),
+            correlator: RawValue::from_string(text).map_err(|e| Error::Internal(e.to_string()))?,
         })
+    }
+
+    /// Takes ownership of a partition, from its saved state (`None`: from the start
+    /// of the partition, with empty state).
+    pub fn assign(&mut self, partition: u32, saved: Option<&[u8]>) -> Result<()> {
+        let state = match saved {
+            Some(bytes) => {
+                let cp: PartitionCheckpoint =
+                    serde_json::from_slice(bytes).map_err(|e| Error::Checkpoint {
+                        path: PathBuf::from(format!("<partition {partition} state>")),
+                        reason: e.to_string(),
+                    })?;
+                if cp.version != CHECKPOINT_VERSION {
+                    return Err(Error::Checkpoint {
+                        path: PathBuf::from(format!("<partition {partition} state>")),
+                        reason: format!("version {} is not {CHECKPOINT_VERSION}", cp.version),
+                    });
+                }
+                self.restore_partition(cp)?
+            }
+            None => self.fresh_partition(),
+        };
+        self.partitions.insert(partition, state);
+        Ok(())
+    }
+
+    /// Gives a partition up (its state should have been saved first).
+    pub fn revoke(&mut self, partition: u32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// The partitions this engine holds state for.
+    pub fn owned_partitions(&self) -> Vec<u32> {
+        self.partitions.keys().copied().collect()
+    }
+
+    /// A partition's state, serialized for [`Engine::assign`]; `None` if not owned.
+    pub fn partition_checkpoint(&self, partition: u32) -> Result<Option<Vec<u8>>> {
+        let Some(state) = self.partitions.get(&partition) else {
+            return Ok(None);
+        };
+        let cp = self.partition_checkpoint_value(state)?;
+        serde_json::to_vec(&cp)
+            .map(Some)
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The history this engine writes (for live SQL).
@@ -148,22 +275,35 @@ impl Engine {
         self.history.clone()
     }
 
-    /// Next offset to read per partition, from the checkpoint and what was processed.
-    pub fn next_offsets(&self) -> &BTreeMap<u32, u64> {
-        &self.next_offsets
+    /// Next offset to read per owned partition.
+    pub fn next_offsets(&self) -> BTreeMap<u32, u64> {
+        self.partitions
+            .iter()
+            .map(|(p, s)| (*p, s.next_offset))
+            .collect()
     }
 
     /// A status snapshot.
     pub fn status(&self) -> EngineStatus {
         EngineStatus {
-            next_offsets: self.next_offsets.clone(),
-            watermark: self.correlator.watermark(),
-            pending_events: self.correlator.pending_len(),
+            next_offsets: self.next_offsets(),
+            watermark: self
+                .partitions
+                .values()
+                .filter_map(|s| s.correlator.watermark())
+                .min(),
+            pending_events: self
+                .partitions
+                .values()
+                .map(|s| s.correlator.pending_len())
+                .sum(),
             dirty: self.dirty,
         }
     }
 
-    /// Processes records read from the log, then advances the watermark.
+    /// Processes records read from the log, then advances the watermarks.
+    /// The output carries incident versions and edges (already appended to the
+    /// history) and the events that were too late (kept in `late_events`).
     pub fn process(
         &mut self,
         records: Vec<(LogPosition, Event)>,
@@ -181,18 +321,28 @@ impl Engine {
         let mut accepted = Vec::with_capacity(events.len());
         let mut late = Vec::with_capacity(events.len());
         for ((pos, event), m) in positions.into_iter().zip(events).zip(matches) {
-            let next = self.next_offsets.entry(pos.partition).or_insert(0);
-            if pos.offset < *next {
+            if !self.partitions.contains_key(&pos.partition) && self.mode == PartitionStateMode::Local
+            {
+                let fresh = self.fresh_partition();
+                self.partitions.insert(pos.partition, fresh);
+            }
+            let Some(state) = self.partitions.get_mut(&pos.partition) else {
+                // Not ours (revoked while the batch was being read): its owner reads it.
+                accepted.push(false);
+                late.push(false);
+                continue;
+            };
+            if pos.offset < state.next_offset {
                 // Already processed before the checkpoint we resumed from.
                 accepted.push(false);
                 late.push(false);
                 continue;
             }
-            *next = pos.offset + 1;
+            state.next_offset = pos.offset + 1;
             let timing = self.watermark.timing(&event.source);
-            self.clocks.observe(&event.source, event.time, now);
+            state.clocks.observe(&event.source, event.time, now);
             let source = event.source.clone();
-            let outcome = self
+            let outcome = state
                 .correlator
                 .push(event, m, timing.allowed_lateness, &mut out);
             let label = match outcome {
@@ -223,27 +373,41 @@ impl Engine {
             self.history
                 .append("late_events", filter_record_batch(&batch, &late)?);
         }
-        out.too_late.clear();
         self.record(&out)?;
         // `tick` records what it releases itself.
         out.extend(self.tick(now)?);
         Ok(out)
     }
 
-    /// Advances the watermark from the clocks (idleness included) and applies what
-    /// it releases.
+    /// Advances each partition's watermark from its clocks (idleness included) and
+    /// applies what it releases.
     pub fn tick(&mut self, now: ProcessingTime) -> Result<Output> {
         let mut out = Output::default();
-        if let Some(w) = self.clocks.watermark(&self.watermark, now)
-            && self.correlator.watermark().is_none_or(|cur| w > cur)
-        {
-            self.correlator.advance(w, &mut out);
-            self.dirty = true;
+        for state in self.partitions.values_mut() {
+            if let Some(w) = state.clocks.watermark(&self.watermark, now)
+                && state.correlator.watermark().is_none_or(|cur| w > cur)
+            {
+                state.correlator.advance(w, &mut out);
+                self.dirty = true;
+            }
+        }
+        let status = self.status();
+        if let Some(w) = status.watermark {
             metrics::WATERMARK.set(w.as_micros() / 1_000_000);
         }
-        metrics::PENDING_EVENTS.set(self.correlator.pending_len() as i64);
-        metrics::OPEN_INCIDENTS.set(self.correlator.incidents_len() as i64);
-        metrics::BUFFERED_CAUSES.set(self.correlator.buffered_causes_len() as i64);
+        metrics::PENDING_EVENTS.set(status.pending_events as i64);
+        metrics::OPEN_INCIDENTS.set(
+            self.partitions
+                .values()
+                .map(|s| s.correlator.incidents_len())
+                .sum::<usize>() as i64,
+        );
+        metrics::BUFFERED_CAUSES.set(
+            self.partitions
+                .values()
+                .map(|s| s.correlator.buffered_causes_len())
+                .sum::<usize>() as i64,
+        );
         self.record(&out)?;
         Ok(out)
     }
@@ -278,15 +442,16 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let state = self.correlator.snapshot()?;
-        let state = String::from_utf8(state).map_err(|e| Error::Internal(e.to_string()))?;
-        let raw = RawValue::from_string(state).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut partitions = BTreeMap::new();
+        if self.mode == PartitionStateMode::Local {
+            for (p, state) in &self.partitions {
+                partitions.insert(*p, self.partition_checkpoint_value(state)?);
+            }
+        }
         let cp = Checkpoint {
-            version: 1,
+            version: CHECKPOINT_VERSION,
             history_seq: seq,
-            next_offsets: self.next_offsets.clone(),
-            clocks: self.clocks.clone(),
-            correlator: &raw,
+            partitions,
         };
         let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
         let path = checkpoint_path(&self.data_dir);

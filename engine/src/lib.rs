@@ -16,7 +16,7 @@ pub mod schema;
 pub mod sql;
 pub mod watermark;
 
-pub use driver::{Engine, EngineOptions, EngineStatus, LogPosition};
+pub use driver::{Engine, EngineOptions, EngineStatus, LogPosition, PartitionStateMode};
 pub use error::{Error, Result};
 pub use history::History;
 pub use sql::{HistoryReader, QueryLimits};

@@ -42,6 +42,7 @@ fn options(dir: &std::path::Path) -> EngineOptions {
         rules: RulePack::builtin().expect("pack"),
         correlator: CorrelatorConfig::default(),
         watermark: Default::default(),
+        partition_state: Default::default(),
     }
 }
 

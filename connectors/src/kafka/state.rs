@@ -1,0 +1,119 @@
+//! Partition state on a topic: engine state for events partition *p* is written to
+//! partition *p* of the state topic, one message per commit, so the state to
+//! restore is always that partition's last message — no compaction or scan needed.
+
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaSettings, kafka_error};
+use crate::{Error, Result};
+
+/// Reads and writes partition state.
+pub struct StateStore {
+    producer: FutureProducer,
+    reader: BaseConsumer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    pub fn new(settings: &KafkaSettings) -> Result<StateStore> {
+        let mut producer = settings.producer_config();
+        // State grows with open incidents; compress it and allow large messages.
+        producer.set("compression.type", "gzip");
+        producer.set("message.max.bytes", "67108864");
+        let producer: FutureProducer = producer.create().map_err(kafka_error("create producer"))?;
+        let reader: BaseConsumer = settings
+            .client_config()
+            .set("group.id", format!("{}-state-reader", settings.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.message.max.bytes", "67108864")
+            .set("receive.message.max.bytes", "134217728")
+            .create()
+            .map_err(kafka_error("create state reader"))?;
+        Ok(StateStore {
+            producer,
+            reader,
+            topic: settings.topics.state.clone(),
+            timeout: settings.delivery_timeout.max(Duration::from_secs(5)),
+        })
+    }
+
+    /// Writes one partition's state and waits for the acknowledgement.
+    pub fn save(&self, partition: u32, state: &[u8]) -> Result<()> {
+        let key = partition.to_string();
+        let record = FutureRecord::to(&self.topic)
+            .partition(partition as i32)
+            .key(key.as_str())
+            .payload(state);
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| kafka_error("save partition state")(e))?;
+        match block_on(delivery) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(kafka_error("save partition state")(e)),
+            Err(_) => Err(Error::Kafka {
+                operation: "save partition state",
+                reason: "producer closed before acknowledging".into(),
+            }),
+        }
+    }
+
+    /// The last state written for a partition, if any.
+    pub fn load(&self, partition: u32) -> Result<Option<Vec<u8>>> {
+        let (low, high) = self
+            .reader
+            .fetch_watermarks(&self.topic, partition as i32, self.timeout)
+            .map_err(kafka_error("read state offsets"))?;
+        if high <= low {
+            return Ok(None);
+        }
+        let last = high - 1;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(last))
+            .map_err(kafka_error("position state reader"))?;
+        self.reader
+            .assign(&tpl)
+            .map_err(kafka_error("position state reader"))?;
+        let deadline = Instant::now() + self.timeout;
+        let found = loop {
+            let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+                break Err(Error::Kafka {
+                    operation: "read partition state",
+                    reason: format!(
+                        "{} partition {partition}: offset {last} not returned within {:?}",
+                        self.topic, self.timeout
+                    ),
+                });
+            };
+            match self.reader.poll(remaining.min(Duration::from_millis(200))) {
+                None => continue,
+                Some(Err(e)) => break Err(kafka_error("read partition state")(e)),
+                Some(Ok(m)) => {
+                    if m.partition() == partition as i32 && m.offset() == last {
+                        break Ok(m.payload().map(<[u8]>::to_vec));
+                    }
+                }
+            }
+        };
+        self.reader
+            .unassign()
+            .map_err(kafka_error("release state reader"))?;
+        found
+    }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A Kafka-protocol broker for development, tests and CI: tansu (crates.io), one
+# process, SQLite storage under $CAUSEWAY_KAFKA_DIR. Apache Kafka itself needs a JVM
+# distribution that no package registry here carries; tansu speaks the protocol
+# (idempotent producer, consumer groups, offset commits) and builds with cargo.
+#
+#   deploy/dev/kafka.sh install   build tansu once if it is not on PATH (~20 min cold)
+#   deploy/dev/kafka.sh up        start it (idempotent); prints the bootstrap address
+#   deploy/dev/kafka.sh down      stop it
+#   deploy/dev/kafka.sh status    exit 0 when it answers
+#
+# Environment: CAUSEWAY_KAFKA_PORT (default 19092), CAUSEWAY_KAFKA_DIR
+# (default ${TMPDIR:-/tmp}/causeway-kafka-$PORT).
+set -euo pipefail
+
+PORT="${CAUSEWAY_KAFKA_PORT:-19092}"
+DIR="${CAUSEWAY_KAFKA_DIR:-${TMPDIR:-/tmp}/causeway-kafka-$PORT}"
+PIDFILE="$DIR/tansu.pid"
+TANSU_VERSION="0.6.0"
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+answers() {
+  # The broker is up once its port accepts connections.
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+}
+
+install() {
+  if command -v tansu >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "kafka.sh: building tansu $TANSU_VERSION (once; about 20 minutes cold)" >&2
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+}
+
+up() {
+  if ! command -v tansu >/dev/null 2>&1; then
+    echo "kafka.sh: tansu is not installed; run 'deploy/dev/kafka.sh install' first" >&2
+    exit 2
+  fi
+  mkdir -p "$DIR"
+  if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && answers; then
+    echo "127.0.0.1:$PORT"
+    return 0
+  fi
+  rm -f "$DIR"/tansu.db*
+  # tansu reads the SQLite path relative to its working directory.
+  (cd "$DIR" && exec nohup tansu broker \
+    --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+    --storage-engine "sqlite://tansu.db" \
+    >"$DIR/tansu.log" 2>&1) &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 1 100); do
+    if answers; then
+      echo "127.0.0.1:$PORT"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+      echo "kafka.sh: tansu exited; its log:" >&2
+      cat "$DIR/tansu.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  echo "kafka.sh: tansu did not answer on 127.0.0.1:$PORT within 10 s" >&2
+  exit 1
+}
+
+down() {
+  if [[ -f "$PIDFILE" ]]; then
+    kill "$(cat "$PIDFILE")" 2>/dev/null || true
+    rm -f "$PIDFILE"
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  up) up ;;
+  down) down ;;
+  status) answers ;;
+  *) echo "usage: $0 install|up|down|status" >&2; exit 64 ;;
+esac

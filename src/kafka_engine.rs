@@ -1,0 +1,279 @@
+//! The engine as a member of the consumer group on `causeway.events`.
+//!
+//! One blocking thread owns the consumer. The engine, the output sink and the state
+//! store sit behind one mutex shared with the rebalance callbacks, which run on that
+//! same thread inside `poll` (so the lock is never contended, only shared).
+//!
+//! Commit order, every `commit_interval`, on revoke and at shutdown:
+//! 1. wait for every queued incident version / late event to be acknowledged;
+//! 2. write the history (Parquet) and the local checkpoint;
+//! 3. save each partition's state, with its next offset, to the state topic;
+//! 4. commit the group offsets.
+//!
+//! A crash anywhere in between replays from the last saved state and emits the same
+//! incident ids and versions again (at least once; consumers de-duplicate on
+//! `incident_id` + `version`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use causeway_connectors::kafka::{GroupConsumer, KafkaSettings, KafkaSink, PartitionOwner, StateStore};
+use causeway_engine::{Engine, EngineStatus, LogPosition};
+use causeway_rules::{IncidentEdge, IncidentVersion, Output, ProcessingTime};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What the loop and the rebalance callbacks share.
+struct Core {
+    engine: Engine,
+    sink: KafkaSink,
+    state: StateStore,
+    incidents_topic: String,
+    late_topic: String,
+    status: watch::Sender<EngineStatus>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+/// One incident version as published on `causeway.incidents`.
+pub(crate) fn incident_message(v: &IncidentVersion, evidence: &[&IncidentEdge]) -> Value {
+    json!({
+        "incident_id": v.incident_id,
+        "version": v.version,
+        "state": v.state.as_str(),
+        "title": v.title,
+        "severity": v.severity.as_str(),
+        "rule_id": v.rule_id,
+        "rule_version": v.rule_version,
+        "scope": v.scope,
+        "entity": v.entity,
+        "root_cause_event_id": v.root_cause_event_id,
+        "opened_at": v.opened_at.to_rfc3339(),
+        "updated_at": v.updated_at.to_rfc3339(),
+        "resolved_at": v.resolved_at.map(|t| t.to_rfc3339()),
+        "event_count": v.event_count,
+        "evidence": evidence.iter().map(|e| json!({
+            "event_id": e.event_id,
+            "role": e.role.as_str(),
+            "linked_by": e.linked_by,
+            "rule_version": e.rule_version,
+            "lag_seconds": e.lag_seconds,
+            "join_key": e.join_key,
+            "time": e.time.to_rfc3339(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl Core {
+    /// Queues the output's incident versions and late events.
+    fn emit(&mut self, out: &Output) -> anyhow::Result<()> {
+        let mut evidence: HashMap<&str, Vec<&IncidentEdge>> = HashMap::new();
+        for e in &out.edges {
+            evidence.entry(e.incident_id.as_str()).or_default().push(e);
+        }
+        for v in &out.incidents {
+            let edges = evidence.get(v.incident_id.as_str()).map_or(&[][..], Vec::as_slice);
+            let body = serde_json::to_vec(&incident_message(v, edges))?;
+            self.sink
+                .send("incidents", &self.incidents_topic, &v.incident_id, &body)?;
+        }
+        let watermark = self.engine.status().watermark.map(|w| w.to_rfc3339());
+        for event in &out.too_late {
+            let body = json!({
+                "reason": "too_late",
+                "detail": "event time is behind the watermark by more than the source's allowed lateness",
+                "watermark": watermark,
+                "event": serde_json::from_str::<Value>(&event.to_cloudevent_json())?,
+            });
+            self.sink.send(
+                "late",
+                &self.late_topic,
+                &event.source,
+                &serde_json::to_vec(&body)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Steps 1–3 of the commit order for `partitions`; returns their offsets.
+    fn checkpoint(&mut self, partitions: &[u32]) -> anyhow::Result<BTreeMap<u32, u64>> {
+        self.sink.flush().context("emitting incidents")?;
+        self.engine.commit().context("committing history")?;
+        let mut offsets = BTreeMap::new();
+        let next = self.engine.next_offsets();
+        for p in partitions {
+            if let Some(bytes) = self.engine.partition_checkpoint(*p)? {
+                self.state
+                    .save(*p, &bytes)
+                    .with_context(|| format!("saving partition {p} state"))?;
+            }
+            if let Some(o) = next.get(p) {
+                offsets.insert(*p, *o);
+            }
+        }
+        self.status.send_replace(self.engine.status());
+        Ok(offsets)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Owner(Arc<Mutex<Core>>);
+
+impl Owner {
+    fn lock(&self) -> causeway_connectors::Result<MutexGuard<'_, Core>> {
+        self.0.lock().map_err(|_| causeway_connectors::Error::Kafka {
+            operation: "rebalance",
+            reason: "engine state poisoned by an earlier panic".into(),
+        })
+    }
+}
+
+fn owner_error(operation: &'static str, e: anyhow::Error) -> causeway_connectors::Error {
+    causeway_connectors::Error::Kafka {
+        operation,
+        reason: format!("{e:#}"),
+    }
+}
+
+impl PartitionOwner for Owner {
+    fn assigned(&self, partitions: &[u32]) -> causeway_connectors::Result<BTreeMap<u32, u64>> {
+        let mut core = self.lock()?;
+        let mut starts = BTreeMap::new();
+        for p in partitions {
+            let saved = core.state.load(*p)?;
+            let restored = saved.is_some();
+            core.engine
+                .assign(*p, saved.as_deref())
+                .map_err(|e| owner_error("restore partition", e.into()))?;
+            if restored && let Some(o) = core.engine.next_offsets().get(p) {
+                starts.insert(*p, *o);
+            }
+            tracing::info!(partition = p, restored, "partition restored");
+        }
+        core.status.send_replace(core.engine.status());
+        Ok(starts)
+    }
+
+    fn revoked(&self, partitions: &[u32]) -> causeway_connectors::Result<BTreeMap<u32, u64>> {
+        let mut core = self.lock()?;
+        let owned: Vec<u32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| core.engine.owned_partitions().contains(p))
+            .collect();
+        let offsets = core
+            .checkpoint(&owned)
+            .map_err(|e| owner_error("save revoked partitions", e))?;
+        for p in &owned {
+            core.engine.revoke(*p);
+        }
+        core.status.send_replace(core.engine.status());
+        Ok(offsets)
+    }
+}
+
+/// Everything the loop needs.
+#[derive(Debug)]
+pub(crate) struct KafkaEngine {
+    core: Arc<Mutex<Core>>,
+    consumer: GroupConsumer,
+}
+
+impl KafkaEngine {
+    /// Joins the group (partitions arrive at the first polls).
+    pub(crate) fn new(
+        settings: &KafkaSettings,
+        engine: Engine,
+        status: watch::Sender<EngineStatus>,
+    ) -> anyhow::Result<KafkaEngine> {
+        let core = Arc::new(Mutex::new(Core {
+            engine,
+            sink: KafkaSink::new(settings)?,
+            state: StateStore::new(settings)?,
+            incidents_topic: settings.topics.incidents.clone(),
+            late_topic: settings.topics.late.clone(),
+            status,
+        }));
+        let consumer = GroupConsumer::subscribe(settings, Arc::new(Owner(core.clone())))?;
+        Ok(KafkaEngine { core, consumer })
+    }
+
+    fn lock(&self) -> anyhow::Result<MutexGuard<'_, Core>> {
+        self.core
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine state poisoned by an earlier panic"))
+    }
+
+    /// Runs until cancelled; then gives up every partition with a final commit.
+    pub(crate) fn run(
+        self,
+        commit_interval: Duration,
+        cancel: CancellationToken,
+        healthy: Arc<AtomicBool>,
+    ) -> anyhow::Result<()> {
+        let mut last_commit = Instant::now();
+        while !cancel.is_cancelled() {
+            let records = self
+                .consumer
+                .poll(4096, Duration::from_millis(250))
+                .context("reading causeway.events")?;
+            let now = ProcessingTime::now();
+            let records = records
+                .into_iter()
+                .map(|r| {
+                    (
+                        LogPosition {
+                            partition: r.partition,
+                            offset: r.offset,
+                        },
+                        r.event,
+                    )
+                })
+                .collect();
+            let mut core = self.lock()?;
+            let out = core.engine.process(records, now).context("correlating events")?;
+            core.emit(&out)?;
+            let mut commit = None;
+            if core.engine.is_dirty() && last_commit.elapsed() >= commit_interval {
+                let owned = core.engine.owned_partitions();
+                // A failure here stops the engine: the offsets behind unacknowledged
+                // output must not be committed, and a restart replays from the last
+                // saved state.
+                commit = Some(core.checkpoint(&owned)?);
+                last_commit = Instant::now();
+            }
+            core.status.send_replace(core.engine.status());
+            drop(core);
+            if let Some(offsets) = commit {
+                match self.consumer.commit(&offsets) {
+                    Ok(()) => healthy.store(true, Ordering::Relaxed),
+                    Err(error) => {
+                        // The saved state holds the offsets; this is for lag
+                        // monitoring and a restart without state.
+                        healthy.store(false, Ordering::Relaxed);
+                        tracing::warn!(%error, "group offset commit failed");
+                    }
+                }
+            }
+        }
+        // Leaving the group revokes every partition: the owner commits them.
+        let KafkaEngine { core, consumer } = self;
+        consumer.close().context("leaving the consumer group")?;
+        let mut core = core
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine state poisoned by an earlier panic"))?;
+        core.sink.close().context("flushing output streams")?;
+        core.engine.commit().context("final history commit")?;
+        core.status.send_replace(core.engine.status());
+        tracing::info!("engine left the group after a final commit");
+        Ok(())
+    }
+}
