@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use causeway_connectors::eventlog::embedded::{EmbeddedConsumer, EmbeddedLog};
 use causeway_connectors::kafka::{self, KafkaEventLog};
-use futures::FutureExt;
 use causeway_connectors::{EventLog, LogConsumer, ReceiverConfig, ReceiverState, receiver};
 use causeway_engine::{
     Engine, EngineOptions, EngineStatus, HistoryReader, LogPosition, PartitionStateMode,
 };
 use causeway_rules::ProcessingTime;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;

@@ -103,7 +103,9 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     /// The connector settings, or `None` for the embedded log.
-    pub(crate) fn settings(&self) -> anyhow::Result<Option<causeway_connectors::kafka::KafkaSettings>> {
+    pub(crate) fn settings(
+        &self,
+    ) -> anyhow::Result<Option<causeway_connectors::kafka::KafkaSettings>> {
         let Some(brokers) = self.brokers.as_deref().filter(|b| !b.trim().is_empty()) else {
             return Ok(None);
         };
@@ -151,7 +153,9 @@ impl KafkaConfig {
     }
 
     /// The user topics to consume.
-    pub(crate) fn source_topics(&self) -> anyhow::Result<Vec<causeway_connectors::kafka::SourceTopic>> {
+    pub(crate) fn source_topics(
+        &self,
+    ) -> anyhow::Result<Vec<causeway_connectors::kafka::SourceTopic>> {
         self.sources
             .iter()
             .enumerate()
@@ -159,10 +163,18 @@ impl KafkaConfig {
                 if s.topic.is_empty() {
                     bail!("kafka.sources[{i}].topic: must not be empty");
                 }
-                if [&self.topics.events, &self.topics.incidents, &self.topics.late, &self.topics.state]
-                    .contains(&&s.topic)
+                if [
+                    &self.topics.events,
+                    &self.topics.incidents,
+                    &self.topics.late,
+                    &self.topics.state,
+                ]
+                .contains(&&s.topic)
                 {
-                    bail!("kafka.sources[{i}].topic: {} is one of Causeway's own topics", s.topic);
+                    bail!(
+                        "kafka.sources[{i}].topic: {} is one of Causeway's own topics",
+                        s.topic
+                    );
                 }
                 let format = s
                     .format

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use causeway_connectors::kafka::{GroupConsumer, KafkaSettings, KafkaSink, PartitionOwner, StateStore};
+use causeway_connectors::kafka::{
+    GroupConsumer, KafkaSettings, KafkaSink, PartitionOwner, StateStore,
+};
 use causeway_engine::{Engine, EngineStatus, LogPosition};
 use causeway_rules::{IncidentEdge, IncidentVersion, Output, ProcessingTime};
 use serde_json::{Value, json};
@@ -80,7 +82,9 @@ impl Core {
             evidence.entry(e.incident_id.as_str()).or_default().push(e);
         }
         for v in &out.incidents {
-            let edges = evidence.get(v.incident_id.as_str()).map_or(&[][..], Vec::as_slice);
+            let edges = evidence
+                .get(v.incident_id.as_str())
+                .map_or(&[][..], Vec::as_slice);
             let body = serde_json::to_vec(&incident_message(v, edges))?;
             self.sink
                 .send("incidents", &self.incidents_topic, &v.incident_id, &body)?;
@@ -129,10 +133,12 @@ struct Owner(Arc<Mutex<Core>>);
 
 impl Owner {
     fn lock(&self) -> causeway_connectors::Result<MutexGuard<'_, Core>> {
-        self.0.lock().map_err(|_| causeway_connectors::Error::Kafka {
-            operation: "rebalance",
-            reason: "engine state poisoned by an earlier panic".into(),
-        })
+        self.0
+            .lock()
+            .map_err(|_| causeway_connectors::Error::Kafka {
+                operation: "rebalance",
+                reason: "engine state poisoned by an earlier panic".into(),
+            })
     }
 }
 
@@ -239,7 +245,10 @@ impl KafkaEngine {
                 })
                 .collect();
             let mut core = self.lock()?;
-            let out = core.engine.process(records, now).context("correlating events")?;
+            let out = core
+                .engine
+                .process(records, now)
+                .context("correlating events")?;
             core.emit(&out)?;
             let mut commit = None;
             if core.engine.is_dirty() && last_commit.elapsed() >= commit_interval {

@@ -2,64 +2,21 @@
 //! through `POST /api/v1/sql`, refusals counted, and acknowledged events surviving
 //! `kill -9`.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Instance, count, eventually, free_port, post, sql, start_with};
 use serde_json::{Value, json};
 
-struct Instance {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 async fn start(dir: &Path, port: u16) -> Instance {
-    let config = dir.join("causeway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 1\ndata_dir: {}\nserver:\n  listen: 127.0.0.1:{port}\nengine:\n  commit_interval: 200ms\n  watermark:\n    idle_timeout: 500ms\n    default: {{delay: 5s, allowed_lateness: 10m}}\ncatalog:\n  default_cluster: prod\n  environments: {{production: prod}}\n  services:\n    - name: checkout\n      namespace: shop\n      repos: [acme/checkout-service]\n",
-            dir.join("data").display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("CAUSEWAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn causeway");
-    let instance = Instance {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{}/readyz", instance.base)).send().await
-            && r.status() == 200
-        {
-            return instance;
-        }
-        assert!(Instant::now() < deadline, "causeway did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let config = format!(
+        "version: 1\ndata_dir: {}\nserver:\n  listen: 127.0.0.1:{port}\nengine:\n  commit_interval: 200ms\n  watermark:\n    idle_timeout: 500ms\n    default: {{delay: 5s, allowed_lateness: 10m}}\ncatalog:\n  default_cluster: prod\n  environments: {{production: prod}}\n  services:\n    - name: checkout\n      namespace: shop\n      repos: [acme/checkout-service]\n",
+        dir.join("data").display()
+    );
+    start_with(dir, port, &config).await
 }
 
 fn deployment_status(t: &str) -> Value {
@@ -84,44 +41,6 @@ fn alert(name: &str, pod: &str, starts: &str) -> Value {
            "labels": {"alertname": name, "namespace": "shop", "pod": pod, "severity": "critical"},
            "annotations": {"summary": format!("{name} on checkout")},
            "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph"})
-}
-
-async fn post(base: &str, path: &str, headers: &[(&str, &str)], body: String) -> u16 {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("post").status().as_u16()
-}
-
-async fn sql(base: &str, query: &str) -> Vec<Value> {
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/api/v1/sql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .expect("sql");
-    assert_eq!(resp.status(), 200, "{query}");
-    resp.json().await.expect("json rows")
-}
-
-async fn count(base: &str, query: &str) -> i64 {
-    sql(base, query).await[0]["n"].as_i64().expect("n")
-}
-
-async fn eventually(base: &str, query: &str, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = count(base, query).await;
-        if got == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{query}: got {got}, want {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

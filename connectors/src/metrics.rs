@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, register_histogram,
-    register_histogram_vec, register_int_counter_vec,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, register_histogram,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge,
 };
 
 /// Requests refused by a receiver, by source and reason.
@@ -96,4 +96,14 @@ pub static KAFKA_REBALANCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     );
     register_int_counter_vec!(opts.clone(), &["kind"])
         .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind"]).expect("valid metric"))
+});
+
+/// Partitions of the events topic this engine currently owns.
+pub static KAFKA_ASSIGNED_PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_kafka_assigned_partitions",
+        "Partitions of the events topic this engine currently owns",
+    );
+    register_int_gauge!(opts.clone())
+        .unwrap_or_else(|_| IntGauge::with_opts(opts).expect("valid metric"))
 });

@@ -321,7 +321,8 @@ impl Engine {
         let mut accepted = Vec::with_capacity(events.len());
         let mut late = Vec::with_capacity(events.len());
         for ((pos, event), m) in positions.into_iter().zip(events).zip(matches) {
-            if !self.partitions.contains_key(&pos.partition) && self.mode == PartitionStateMode::Local
+            if !self.partitions.contains_key(&pos.partition)
+                && self.mode == PartitionStateMode::Local
             {
                 let fresh = self.fresh_partition();
                 self.partitions.insert(pos.partition, fresh);

@@ -74,14 +74,18 @@ impl ConsumerContext for GroupContext {
         let partitions = partitions_of(tpl);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                metrics::KAFKA_REBALANCES.with_label_values(&["assign"]).inc();
+                metrics::KAFKA_REBALANCES
+                    .with_label_values(&["assign"])
+                    .inc();
                 tracing::info!(?partitions, "partitions assigned");
                 match self.owner.assigned(&partitions) {
                     Ok(starts) => {
                         for (p, o) in starts {
-                            if let Err(e) =
-                                tpl.set_partition_offset(&self.topic, p as i32, Offset::Offset(o as i64))
-                            {
+                            if let Err(e) = tpl.set_partition_offset(
+                                &self.topic,
+                                p as i32,
+                                Offset::Offset(o as i64),
+                            ) {
                                 self.fail(kafka_error("position partition")(e));
                             }
                         }
@@ -91,9 +95,12 @@ impl ConsumerContext for GroupContext {
                 if let Err(e) = consumer.assign(tpl) {
                     self.fail(kafka_error("assign partitions")(e));
                 }
+                metrics::KAFKA_ASSIGNED_PARTITIONS.set(partitions.len() as i64);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                metrics::KAFKA_REBALANCES.with_label_values(&["revoke"]).inc();
+                metrics::KAFKA_REBALANCES
+                    .with_label_values(&["revoke"])
+                    .inc();
                 tracing::info!(?partitions, "partitions revoked");
                 let lost = consumer.assignment_lost();
                 match self.owner.revoked(&partitions) {
@@ -113,6 +120,7 @@ impl ConsumerContext for GroupContext {
                 if let Err(e) = consumer.unassign() {
                     self.fail(kafka_error("unassign partitions")(e));
                 }
+                metrics::KAFKA_ASSIGNED_PARTITIONS.set(0);
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
@@ -142,7 +150,10 @@ impl std::fmt::Debug for GroupConsumer {
 
 impl GroupConsumer {
     /// Joins the group and subscribes to the events topic.
-    pub fn subscribe(settings: &KafkaSettings, owner: Arc<dyn PartitionOwner>) -> Result<GroupConsumer> {
+    pub fn subscribe(
+        settings: &KafkaSettings,
+        owner: Arc<dyn PartitionOwner>,
+    ) -> Result<GroupConsumer> {
         let context = GroupContext {
             owner,
             topic: settings.topics.events.clone(),

@@ -60,9 +60,12 @@ impl KafkaEventLog {
         }
         // Every message has its own `message.timeout.ms`; this outer bound only
         // guards against a delivery report that never comes.
-        let outcome = tokio::time::timeout(self.timeout + Duration::from_secs(1), join_all(deliveries))
-            .await
-            .map_err(|_| self.unavailable(format!("no acknowledgement within {:?}", self.timeout)))?;
+        let outcome =
+            tokio::time::timeout(self.timeout + Duration::from_secs(1), join_all(deliveries))
+                .await
+                .map_err(|_| {
+                    self.unavailable(format!("no acknowledgement within {:?}", self.timeout))
+                })?;
         for result in outcome {
             match result {
                 Ok(Ok(_)) => {}

@@ -109,7 +109,9 @@ impl KafkaSettings {
     }
 }
 
-pub(crate) fn kafka_error(operation: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+pub(crate) fn kafka_error(
+    operation: &'static str,
+) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
     move |e| Error::Kafka {
         operation,
         reason: e.to_string(),
@@ -135,8 +137,8 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> Result<()> {
             .find(|t| t.name() == name && !t.partitions().is_empty())
             .map(|t| t.partitions().len() as i32)
     };
-    let event_partitions = partitions_of(&settings.topics.events)
-        .unwrap_or(settings.partitions.max(1) as i32);
+    let event_partitions =
+        partitions_of(&settings.topics.events).unwrap_or(settings.partitions.max(1) as i32);
     if let Some(state) = partitions_of(&settings.topics.state)
         && state != event_partitions
     {
@@ -191,7 +193,10 @@ pub fn partition_count(settings: &KafkaSettings, topic: &str) -> Result<u32> {
         .map_err(kafka_error("create admin client"))?;
     let md = admin
         .inner()
-        .fetch_metadata(Some(topic), settings.delivery_timeout.max(Duration::from_secs(5)))
+        .fetch_metadata(
+            Some(topic),
+            settings.delivery_timeout.max(Duration::from_secs(5)),
+        )
         .map_err(kafka_error("fetch metadata"))?;
     md.topics()
         .first()

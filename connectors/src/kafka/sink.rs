@@ -39,7 +39,13 @@ impl KafkaSink {
     }
 
     /// Queues one message; `stream` names it in metrics (`incidents`, `late`).
-    pub fn send(&mut self, stream: &'static str, topic: &str, key: &str, payload: &[u8]) -> Result<()> {
+    pub fn send(
+        &mut self,
+        stream: &'static str,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<()> {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
         loop {
             match self.producer.send_result(record) {
@@ -56,7 +62,9 @@ impl KafkaSink {
                     record = back;
                 }
                 Err((e, _)) => {
-                    metrics::KAFKA_PRODUCE_FAILURES.with_label_values(&[stream]).inc();
+                    metrics::KAFKA_PRODUCE_FAILURES
+                        .with_label_values(&[stream])
+                        .inc();
                     return Err(Error::Kafka {
                         operation: "produce",
                         reason: format!("{topic}: {e}"),
@@ -82,7 +90,9 @@ impl KafkaSink {
                 Ok(Err((e, _))) => e.to_string(),
                 Err(_) => "producer closed before acknowledging".to_owned(),
             };
-            metrics::KAFKA_PRODUCE_FAILURES.with_label_values(&[stream]).inc();
+            metrics::KAFKA_PRODUCE_FAILURES
+                .with_label_values(&[stream])
+                .inc();
             first_error.get_or_insert(Error::Kafka {
                 operation: "produce",
                 reason: format!("{stream}: {failure}"),

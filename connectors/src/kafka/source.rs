@@ -87,7 +87,10 @@ pub async fn run_source(
 ) -> Result<()> {
     let consumer: StreamConsumer = settings
         .client_config()
-        .set("group.id", format!("{}-source-{}", settings.group_id, source.topic))
+        .set(
+            "group.id",
+            format!("{}-source-{}", settings.group_id, source.topic),
+        )
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
