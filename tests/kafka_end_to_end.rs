@@ -18,8 +18,17 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Starts the project's broker (idempotent) and returns its bootstrap address.
 fn broker() -> String {
-    let out = Command::new(format!("{ROOT}/deploy/dev/kafka.sh"))
-        .arg("up")
+    broker_on(None, "up")
+}
+
+/// Runs `deploy/dev/kafka.sh <command>` for the default broker or one on `port`.
+fn broker_on(port: Option<u16>, command: &str) -> String {
+    let mut script = Command::new(format!("{ROOT}/deploy/dev/kafka.sh"));
+    if let Some(port) = port {
+        script.env("CAUSEWAY_KAFKA_PORT", port.to_string());
+    }
+    let out = script
+        .arg(command)
         .output()
         .expect("run deploy/dev/kafka.sh");
     assert!(
@@ -355,4 +364,44 @@ async fn two_engines_share_the_partitions_and_one_takes_over_when_the_other_stop
         metric(&b.base, "causeway_kafka_assigned_partitions").await,
         4.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_answer_503_within_the_delivery_timeout_while_the_broker_is_down() {
+    // A broker of this test's own, so stopping it disturbs no other test.
+    let port = free_port();
+    broker_on(Some(port), "reset");
+    let brokers = broker_on(Some(port), "up");
+    let prefix = prefix("down");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = start(dir.path(), &brokers, &prefix, "").await;
+    post_scenarios(&inst.base, 0..1).await;
+
+    broker_on(Some(port), "down");
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/ingest/events", inst.base))
+        .header("content-type", "application/json")
+        .body(scenario(1))
+        .send()
+        .await
+        .expect("post");
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status(), 503);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("kafka"), "{body}");
+    // delivery_timeout is 5 s; the answer comes within it plus a margin.
+    assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
+    assert!(
+        metric(&inst.base, "causeway_receiver_rejected_requests_total{reason=\"log_unavailable\",source=\"events\"}").await >= 1.0
+    );
+
+    // Readiness says so, so a load balancer stops sending.
+    let ready = reqwest::get(format!("{}/readyz", inst.base))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.expect("text").contains("event log unavailable"));
+    drop(inst);
+    broker_on(Some(port), "reset");
 }

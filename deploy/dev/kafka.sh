@@ -6,7 +6,8 @@
 #
 #   deploy/dev/kafka.sh install   build tansu once if it is not on PATH (~20 min cold)
 #   deploy/dev/kafka.sh up        start it (idempotent); prints the bootstrap address
-#   deploy/dev/kafka.sh down      stop it
+#   deploy/dev/kafka.sh down      stop it (its data stays for the next `up`)
+#   deploy/dev/kafka.sh reset     stop it and delete its data
 #   deploy/dev/kafka.sh status    exit 0 when it answers
 #
 # Environment: CAUSEWAY_KAFKA_PORT (default 19092), CAUSEWAY_KAFKA_DIR
@@ -43,7 +44,6 @@ up() {
     echo "127.0.0.1:$PORT"
     return 0
   fi
-  rm -f "$DIR"/tansu.db*
   # tansu reads the SQLite path relative to its working directory.
   (cd "$DIR" && exec nohup tansu broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
@@ -69,15 +69,28 @@ up() {
 
 down() {
   if [[ -f "$PIDFILE" ]]; then
-    kill "$(cat "$PIDFILE")" 2>/dev/null || true
+    local pid
+    pid="$(cat "$PIDFILE")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$PIDFILE"
   fi
+}
+
+reset() {
+  down
+  rm -f "$DIR"/tansu.db*
 }
 
 case "${1:-}" in
   install) install ;;
   up) up ;;
   down) down ;;
+  reset) reset ;;
   status) answers ;;
-  *) echo "usage: $0 install|up|down|status" >&2; exit 64 ;;
+  *) echo "usage: $0 install|up|down|reset|status" >&2; exit 64 ;;
 esac
