@@ -401,7 +401,13 @@ async fn receivers_answer_503_within_the_delivery_timeout_while_the_broker_is_do
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 503);
-    assert!(ready.text().await.expect("text").contains("event log unavailable"));
+    assert!(
+        ready
+            .text()
+            .await
+            .expect("text")
+            .contains("event log unavailable")
+    );
     drop(inst);
     broker_on(Some(port), "reset");
 }

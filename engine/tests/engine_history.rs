@@ -171,3 +171,107 @@ fn a_predicate_that_is_not_boolean_is_rejected_with_its_rule() {
     let err = Engine::open(opts).expect_err("not boolean");
     assert!(err.to_string().contains("rule bad: cause.where"), "{err}");
 }
+
+fn on_partition(records: Vec<(LogPosition, Event)>, partition: u32) -> Vec<(LogPosition, Event)> {
+    records
+        .into_iter()
+        .map(|(p, e)| {
+            (
+                LogPosition {
+                    partition,
+                    offset: p.offset,
+                },
+                e,
+            )
+        })
+        .collect()
+}
+
+/// Kafka mode: a partition's state moves between engines through
+/// `partition_checkpoint` / `assign`, and the second engine continues exactly where
+/// the first stopped; records of partitions an engine does not own are skipped.
+#[test]
+fn partition_state_moves_between_engines_and_unowned_partitions_are_skipped() {
+    let external = |dir: &std::path::Path| EngineOptions {
+        partition_state: causeway_engine::PartitionStateMode::External,
+        ..options(dir)
+    };
+    let first_half = vec![
+        event(0, EventKind::Deploy, "checkout", "success", "deploy-abc"),
+        event(60, EventKind::Alert, "checkout", "firing", "HighErrorRate"),
+    ];
+    let second_half = vec![
+        event(120, EventKind::Alert, "checkout", "firing", "HighLatency"),
+        event(900, EventKind::Alert, "search", "firing", "DiskFull"),
+    ];
+    let idle = ProcessingTime::from_micros(3_600_000_000);
+
+    // Reference: one engine sees everything.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut whole = Engine::open(external(dir.path())).expect("open");
+    whole.assign(3, None).expect("assign");
+    let mut reference = whole
+        .process(
+            on_partition(records(first_half.clone(), 0), 3),
+            ProcessingTime::from_micros(0),
+        )
+        .expect("process");
+    reference.extend(
+        whole
+            .process(
+                on_partition(records(second_half.clone(), 2), 3),
+                ProcessingTime::from_micros(0),
+            )
+            .expect("process"),
+    );
+    reference.extend(whole.tick(idle).expect("tick"));
+
+    // Engine A owns partition 3 first, then gives it up.
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let mut a = Engine::open(external(dir_a.path())).expect("open");
+    a.assign(3, None).expect("assign");
+    let mut moved = a
+        .process(
+            on_partition(records(first_half, 0), 3),
+            ProcessingTime::from_micros(0),
+        )
+        .expect("process");
+    let saved = a
+        .partition_checkpoint(3)
+        .expect("checkpoint")
+        .expect("owned");
+    a.revoke(3);
+    assert!(a.owned_partitions().is_empty());
+    assert_eq!(a.partition_checkpoint(3).expect("checkpoint"), None);
+
+    // Engine B restores it; a re-delivered record and another partition's are skipped.
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let mut b = Engine::open(external(dir_b.path())).expect("open");
+    b.assign(3, Some(&saved)).expect("restore");
+    assert_eq!(b.next_offsets().get(&3), Some(&2));
+    let mut redelivered = on_partition(records(second_half.clone(), 1), 3);
+    redelivered.truncate(1); // offset 1 again: already processed by A
+    let foreign = on_partition(
+        records(
+            vec![event(50, EventKind::Alert, "cart", "firing", "Foreign")],
+            0,
+        ),
+        5,
+    );
+    let mut batch = redelivered;
+    batch.extend(foreign);
+    batch.extend(on_partition(records(second_half, 2), 3));
+    moved.extend(
+        b.process(batch, ProcessingTime::from_micros(0))
+            .expect("process"),
+    );
+    moved.extend(b.tick(idle).expect("tick"));
+
+    assert_eq!(moved.incidents, reference.incidents);
+    assert_eq!(moved.edges, reference.edges);
+    assert_eq!(b.owned_partitions(), vec![3]);
+    assert!(
+        b.assign(4, Some(b"{\"version\": 1}")).is_err(),
+        "a foreign state is refused"
+    );
+}

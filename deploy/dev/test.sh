@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: makes sure the test prerequisites are installed, then runs
+# `cargo test --workspace`. Extra arguments go to cargo test.
+#
+# Prerequisites, installed only when missing:
+# - tansu, the Kafka-protocol broker the Kafka tests start through
+#   deploy/dev/kafka.sh (built from crates.io once: about 20 minutes cold);
+# - confluent-kafka from PyPI, the external client the tests read topics with.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+deploy/dev/kafka.sh install
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  echo "test.sh: installing confluent-kafka (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka>=2.3,<3'
+fi
+exec cargo test --workspace "$@"
