@@ -265,18 +265,7 @@ async fn engine_loop(
             r = consumer.poll(4096, Duration::from_millis(250)) => r.context("reading the event log")?,
         };
         let now = ProcessingTime::now();
-        let records = records
-            .into_iter()
-            .map(|r| {
-                (
-                    LogPosition {
-                        partition: r.partition,
-                        offset: r.offset,
-                    },
-                    r.event,
-                )
-            })
-            .collect();
+        let records = positioned(records);
         tokio::task::block_in_place(|| engine.process(records, now))
             .context("correlating events")?;
         if engine.is_dirty() && last_commit.elapsed() >= commit_interval {
@@ -296,4 +285,22 @@ async fn engine_loop(
     status.send_replace(engine.status());
     tracing::info!("engine stopped after a final commit");
     Ok(())
+}
+
+/// Log records as the engine takes them: (position, event).
+pub(crate) fn positioned(
+    records: Vec<causeway_connectors::LogRecord>,
+) -> Vec<(LogPosition, causeway_rules::Event)> {
+    records
+        .into_iter()
+        .map(|r| {
+            (
+                LogPosition {
+                    partition: r.partition,
+                    offset: r.offset,
+                },
+                r.event,
+            )
+        })
+        .collect()
 }

@@ -23,7 +23,7 @@ use anyhow::Context;
 use causeway_connectors::kafka::{
     GroupConsumer, KafkaSettings, KafkaSink, PartitionOwner, StateStore,
 };
-use causeway_engine::{Engine, EngineStatus, LogPosition};
+use causeway_engine::{Engine, EngineStatus};
 use causeway_rules::{IncidentEdge, IncidentVersion, Output, ProcessingTime};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -37,6 +37,9 @@ struct Core {
     incidents_topic: String,
     late_topic: String,
     status: watch::Sender<EngineStatus>,
+    /// A hash of the state last saved per partition: unchanged state is not
+    /// written again.
+    saved: HashMap<u32, u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -115,9 +118,18 @@ impl Core {
         let next = self.engine.next_offsets();
         for p in partitions {
             if let Some(bytes) = self.engine.partition_checkpoint(*p)? {
-                self.state
-                    .save(*p, &bytes)
-                    .with_context(|| format!("saving partition {p} state"))?;
+                let digest = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    bytes.hash(&mut h);
+                    h.finish()
+                };
+                if self.saved.get(p) != Some(&digest) {
+                    self.state
+                        .save(*p, &bytes)
+                        .with_context(|| format!("saving partition {p} state"))?;
+                    self.saved.insert(*p, digest);
+                }
             }
             if let Some(o) = next.get(p) {
                 offsets.insert(*p, *o);
@@ -180,6 +192,7 @@ impl PartitionOwner for Owner {
             .map_err(|e| owner_error("save revoked partitions", e))?;
         for p in &owned {
             core.engine.revoke(*p);
+            core.saved.remove(p);
         }
         core.status.send_replace(core.engine.status());
         Ok(offsets)
@@ -207,6 +220,7 @@ impl KafkaEngine {
             incidents_topic: settings.topics.incidents.clone(),
             late_topic: settings.topics.late.clone(),
             status,
+            saved: HashMap::new(),
         }));
         let consumer = GroupConsumer::subscribe(settings, Arc::new(Owner(core.clone())))?;
         Ok(KafkaEngine { core, consumer })
@@ -232,18 +246,7 @@ impl KafkaEngine {
                 .poll(4096, Duration::from_millis(250))
                 .context("reading causeway.events")?;
             let now = ProcessingTime::now();
-            let records = records
-                .into_iter()
-                .map(|r| {
-                    (
-                        LogPosition {
-                            partition: r.partition,
-                            offset: r.offset,
-                        },
-                        r.event,
-                    )
-                })
-                .collect();
+            let records = crate::app::positioned(records);
             let mut core = self.lock()?;
             let out = core
                 .engine

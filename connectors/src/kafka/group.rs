@@ -200,14 +200,17 @@ impl GroupConsumer {
                 }
                 Some(Err(e)) => {
                     // Transient client errors (broker down, rebalancing) are
-                    // reported and retried by librdkafka itself.
+                    // retried by librdkafka itself; return what we have, and do
+                    // not spin while they last.
                     tracing::warn!(error = %e, "consumer error");
-                    if out.is_empty() && Instant::now() >= deadline {
-                        break;
+                    if out.is_empty() {
+                        std::thread::sleep(
+                            deadline
+                                .saturating_duration_since(Instant::now())
+                                .min(Duration::from_millis(250)),
+                        );
                     }
-                    if !out.is_empty() {
-                        break;
-                    }
+                    break;
                 }
                 Some(Ok(m)) => {
                     let (Ok(partition), Ok(offset)) =

@@ -161,7 +161,15 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> Result<()> {
     let new: Vec<NewTopic<'_>> = wanted
         .iter()
         .filter(|(name, _)| partitions_of(name).is_none())
-        .map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(replication)))
+        .map(|(name, n)| {
+            let topic = NewTopic::new(name, *n, TopicReplication::Fixed(replication));
+            if *name == &settings.topics.state {
+                // Only the last state per partition (the key) is ever read.
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
         .collect();
     if new.is_empty() {
         return Ok(());
