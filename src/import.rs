@@ -3,7 +3,10 @@
 //! Locally, events go straight into the data dir's event log and the engine runs
 //! until it has correlated them, then stops (the data dir must not be in use by a
 //! running instance: the log is locked). With `--server`, the file is posted to the
-//! running instance's receiver for that format instead.
+//! running instance's receiver for that format instead. With `kafka.brokers`
+//! configured, the events are produced to `causeway.events` (acknowledged, all
+//! `acks`) and the engines of the consumer group correlate them; import itself
+//! does not join the group.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +44,24 @@ pub(crate) async fn run(
         let events = import::decode(format, &bytes, &cx)
             .with_context(|| format!("{} was not imported", path.display()))?;
         batches.push((path, events));
+    }
+    if let Some(settings) = loaded.config.kafka.settings()? {
+        causeway_connectors::kafka::ensure_topics(&settings).await?;
+        let log = causeway_connectors::kafka::KafkaEventLog::new(&settings)?;
+        let mut total = 0;
+        for (path, events) in batches {
+            let n = events.len();
+            for chunk in events.chunks(10_000) {
+                causeway_connectors::EventLog::append(&log, chunk.to_vec()).await?;
+            }
+            println!("{}: {n} events", path.display());
+            total += n;
+        }
+        println!(
+            "produced {total} events to {}; the engines of group {} correlate them",
+            settings.topics.events, settings.group_id
+        );
+        return Ok(());
     }
     let mut running = app::start(&loaded, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let mut total = 0;

@@ -92,8 +92,10 @@ enum Command {
     ///
     /// Locally (the default) the events are appended to the data dir's event log and
     /// correlated before the command returns; the data dir must not be in use by a
-    /// running `causeway run` (use --server to send to it instead). A file with a
-    /// bad record is refused whole, naming the line.
+    /// running `causeway run` (use --server to send to it instead). With
+    /// `kafka.brokers` configured the events are produced to the events topic and the
+    /// running engines correlate them. A file with a bad record is refused whole,
+    /// naming the line.
     ///
     /// Example: causeway import cloudtrail 111122223333_CloudTrail_eu-west-1_20240501T1000Z.json.gz
     Import {
