@@ -293,6 +293,52 @@ async fn incidents_reach_an_external_client_and_user_topics_feed_the_engine() {
         .await,
         1.0
     );
+    // `causeway import` with Kafka configured produces to the events topic (it does
+    // not join the group); the running engine correlates what it imported.
+    let file = dir.path().join("events.jsonl");
+    // (Later than the user-topic alert above: the partition's watermark has passed
+    // 10:xx by more than the allowed lateness.)
+    let lines: Vec<String> = serde_json::from_str::<Vec<Value>>(
+        &scenario(9).replace("2024-05-01T10:", "2024-05-01T12:"),
+    )
+    .expect("scenario")
+    .iter()
+    .map(Value::to_string)
+    .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["import", "--config"])
+        .arg(dir.path().join("causeway.yaml"))
+        .arg("events")
+        .arg(&file)
+        .output()
+        .expect("import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let latest = incidents_by_id(&consume(&brokers, &format!("{prefix}.incidents"), 5));
+    assert!(regression_scopes(&latest).contains("c9"), "{latest:?}");
+
+    // An event older than its partition's watermark by more than the allowed
+    // lateness (10 min) goes to the late topic, keyed by source, with the reason.
+    let stale = json!({"specversion": "1.0", "source": "test-monitor",
+        "type": "dev.causeway.alert", "time": "2024-05-01T09:00:00Z", "subject": "db",
+        "sourceeventid": "stale-1", "scope": "prod", "status": "firing",
+        "data": {"summary": "old news", "attributes": {"alertname": "DiskFull"}}});
+    assert_eq!(
+        post(&inst.base, "/ingest/events", &[], stale.to_string()).await,
+        200
+    );
+    let late = consume(&brokers, &format!("{prefix}.late"), 1);
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0]["key"], "test-monitor");
+    let body: Value =
+        serde_json::from_str(late[0]["value"].as_str().expect("value")).expect("json");
+    assert_eq!(body["reason"], "too_late");
+    assert_eq!(body["event"]["sourceeventid"], "stale-1");
+    assert!(body["watermark"].as_str().is_some(), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
