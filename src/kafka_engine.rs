@@ -92,6 +92,9 @@ impl Core {
             self.sink
                 .send("incidents", &self.incidents_topic, &v.incident_id, &body)?;
         }
+        if out.too_late.is_empty() {
+            return Ok(());
+        }
         let watermark = self.engine.status().watermark.map(|w| w.to_rfc3339());
         for event in &out.too_late {
             let body = json!({
@@ -182,10 +185,11 @@ impl PartitionOwner for Owner {
 
     fn revoked(&self, partitions: &[u32]) -> causeway_connectors::Result<BTreeMap<u32, u64>> {
         let mut core = self.lock()?;
+        let held = core.engine.owned_partitions();
         let owned: Vec<u32> = partitions
             .iter()
             .copied()
-            .filter(|p| core.engine.owned_partitions().contains(p))
+            .filter(|p| held.contains(p))
             .collect();
         let offsets = core
             .checkpoint(&owned)

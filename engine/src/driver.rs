@@ -287,18 +287,25 @@ impl Engine {
     pub fn status(&self) -> EngineStatus {
         EngineStatus {
             next_offsets: self.next_offsets(),
-            watermark: self
-                .partitions
-                .values()
-                .filter_map(|s| s.correlator.watermark())
-                .min(),
-            pending_events: self
-                .partitions
-                .values()
-                .map(|s| s.correlator.pending_len())
-                .sum(),
+            watermark: self.watermark(),
+            pending_events: self.pending_events(),
             dirty: self.dirty,
         }
+    }
+
+    /// The lowest watermark over owned partitions.
+    fn watermark(&self) -> Option<EventTime> {
+        self.partitions
+            .values()
+            .filter_map(|s| s.correlator.watermark())
+            .min()
+    }
+
+    fn pending_events(&self) -> usize {
+        self.partitions
+            .values()
+            .map(|s| s.correlator.pending_len())
+            .sum()
     }
 
     /// Processes records read from the log, then advances the watermarks.
@@ -392,11 +399,10 @@ impl Engine {
                 self.dirty = true;
             }
         }
-        let status = self.status();
-        if let Some(w) = status.watermark {
+        if let Some(w) = self.watermark() {
             metrics::WATERMARK.set(w.as_micros() / 1_000_000);
         }
-        metrics::PENDING_EVENTS.set(status.pending_events as i64);
+        metrics::PENDING_EVENTS.set(self.pending_events() as i64);
         metrics::OPEN_INCIDENTS.set(
             self.partitions
                 .values()
