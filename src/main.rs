@@ -45,8 +45,10 @@ enum Command {
     /// With no config this runs the embedded default: the event log and history
     /// under ./causeway-data, HTTP on 127.0.0.1:9470, the built-in rule pack.
     /// Point Alertmanager at http://HOST:9470/ingest/alertmanager and GitHub
-    /// deployment webhooks at http://HOST:9470/ingest/github. Stops cleanly on
-    /// SIGTERM or Ctrl-C.
+    /// deployment webhooks at http://HOST:9470/ingest/github. With `kafka.brokers`
+    /// set, events go through Kafka and engines sharing `kafka.group_id` split its
+    /// partitions; incidents are also published to `causeway.incidents`. Stops
+    /// cleanly on SIGTERM or Ctrl-C.
     Run {
         /// YAML config file (version: 1). Every key can be overridden by
         /// CAUSEWAY__SECTION__KEY environment variables.

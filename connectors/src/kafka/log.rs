@@ -34,10 +34,7 @@ impl std::fmt::Debug for KafkaEventLog {
 impl KafkaEventLog {
     /// A producer for the events topic.
     pub fn new(settings: &KafkaSettings) -> Result<KafkaEventLog> {
-        let producer: FutureProducer = settings
-            .producer_config()
-            .create()
-            .map_err(kafka_error("create producer"))?;
+        let producer = settings.producer()?;
         Ok(KafkaEventLog {
             producer,
             topic: settings.topics.events.as_str().into(),

@@ -109,6 +109,15 @@ impl KafkaSettings {
     }
 }
 
+impl KafkaSettings {
+    /// An idempotent `acks=all` producer (see [`KafkaSettings::producer_config`]).
+    pub(crate) fn producer(&self) -> Result<rdkafka::producer::FutureProducer> {
+        self.producer_config()
+            .create()
+            .map_err(kafka_error("create producer"))
+    }
+}
+
 pub(crate) fn kafka_error(
     operation: &'static str,
 ) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {

@@ -27,10 +27,7 @@ impl std::fmt::Debug for KafkaSink {
 
 impl KafkaSink {
     pub fn new(settings: &KafkaSettings) -> Result<KafkaSink> {
-        let producer: FutureProducer = settings
-            .producer_config()
-            .create()
-            .map_err(kafka_error("create producer"))?;
+        let producer = settings.producer()?;
         Ok(KafkaSink {
             producer,
             pending: Vec::new(),
