@@ -64,6 +64,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     let engine = Engine::open(EngineOptions {
         data_dir: config.data_dir.clone(),
         rules: loaded.rules.clone(),
+        catalog: config.catalog.clone(),
         correlator: config.correlator(),
         watermark: config.engine.watermark.clone(),
         partition_state: if kafka.is_some() {

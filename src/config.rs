@@ -290,9 +290,17 @@ pub(crate) struct EngineConfig {
     /// No incident absorbs events for longer than this after opening.
     #[serde(with = "humantime_serde")]
     pub(crate) max_duration: Duration,
-    /// An incident quiet this long is resolved.
+    /// An incident quiet this long is resolved (rules may set their own).
     #[serde(with = "humantime_serde")]
     pub(crate) resolve_after: Duration,
+    /// How long an applied effect stays buffered for a cause that arrives after it
+    /// (a late deploy or audit record).
+    #[serde(with = "humantime_serde")]
+    pub(crate) effect_retention: Duration,
+    /// Hard cap on buffered events per partition (reorder buffer and join
+    /// records); past it the oldest buffered effects are evicted, counted in
+    /// `causeway_engine_state_evictions_total{reason="cap"}`.
+    pub(crate) max_buffered_events: usize,
     /// How often pending history is committed to Parquet.
     #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
@@ -329,6 +337,8 @@ impl Default for Config {
                 group_interval: c.group_interval,
                 max_duration: c.max_duration,
                 resolve_after: c.resolve_after,
+                effect_retention: c.effect_retention,
+                max_buffered_events: c.max_buffered,
                 commit_interval: Duration::from_secs(1),
                 watermark: WatermarkConfig::default(),
             },
@@ -416,9 +426,17 @@ impl Config {
                 bail!("kafka.sources: needs kafka.brokers");
             }
         }
+        if self.engine.max_buffered_events == 0 {
+            bail!("engine.max_buffered_events: must be larger than zero");
+        }
+        if self.engine.effect_retention.is_zero() {
+            bail!("engine.effect_retention: must be longer than zero");
+        }
+        // Predicates are compiled now, so a bad rule fails here and not at first event.
         let rules = load_rules(self.engine.rules_dir.as_deref())?;
-        // Compile predicates now, so a bad rule fails here and not at first event.
-        causeway_engine::predicate::CompiledRules::compile(&rules)?;
+        if self.engine.rules_dir.is_none() {
+            compile_rules(&rules)?;
+        }
         let github_secret = match (
             &self.receivers.github.secret,
             &self.receivers.github.secret_file,
@@ -471,21 +489,31 @@ impl Config {
 
 /// Loads every `*.yaml`/`*.yml` file of a directory (sorted), or the built-in pack.
 pub(crate) fn load_rules(dir: Option<&Path>) -> anyhow::Result<RulePack> {
-    let Some(dir) = dir else {
-        return Ok(RulePack::builtin()?);
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("engine.rules_dir: cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
-        bail!(
-            "engine.rules_dir: no *.yaml rule files in {}",
-            dir.display()
-        );
+    match dir {
+        None => Ok(RulePack::builtin()?),
+        Some(dir) => load_rule_files(dir).map_err(|e| anyhow::anyhow!("engine.rules_dir: {e:#}")),
     }
+}
+
+/// Loads one rule file, or every `*.yaml`/`*.yml` file of a directory (sorted),
+/// and compiles every predicate: errors name the file, rule and field.
+pub(crate) fn load_rule_files(path: &Path) -> anyhow::Result<RulePack> {
+    let paths: Vec<PathBuf> = if path.is_dir() {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            bail!("no *.yaml rule files in {}", path.display());
+        }
+        paths
+    } else if path.exists() {
+        vec![path.to_owned()]
+    } else {
+        bail!("{} does not exist", path.display());
+    };
     let texts = paths
         .iter()
         .map(|p| {
@@ -498,7 +526,27 @@ pub(crate) fn load_rules(dir: Option<&Path>) -> anyhow::Result<RulePack> {
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
-    Ok(RulePack::from_files(&files)?)
+    let pack = RulePack::from_files(&files)?;
+    compile_rules(&pack)?;
+    Ok(pack)
+}
+
+/// Compiles every predicate of a pack; an error names the file too.
+pub(crate) fn compile_rules(
+    pack: &RulePack,
+) -> anyhow::Result<causeway_engine::predicate::CompiledRules> {
+    causeway_engine::predicate::CompiledRules::compile(pack).map_err(|e| match &e {
+        causeway_engine::Error::InvalidPredicate { rule_id, .. } => {
+            let file = pack
+                .rules()
+                .iter()
+                .position(|r| &r.id == rule_id)
+                .map(|i| pack.file_of(i).to_owned())
+                .unwrap_or_default();
+            anyhow::anyhow!("{file}: {e}")
+        }
+        _ => anyhow::Error::from(e),
+    })
 }
 
 impl Config {
@@ -509,6 +557,8 @@ impl Config {
             max_duration: self.engine.max_duration,
             resolve_after: self.engine.resolve_after,
             max_lateness: self.engine.watermark.max_lateness(),
+            effect_retention: self.engine.effect_retention,
+            max_buffered: self.engine.max_buffered_events,
         }
     }
 

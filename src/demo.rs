@@ -102,6 +102,7 @@ fn demo_catalog() -> Catalog {
     Catalog {
         default_cluster: CLUSTER.into(),
         environments: [("production".to_owned(), CLUSTER.to_owned())].into(),
+        accounts: Default::default(),
         services: vec![
             ServiceEntry {
                 name: "payments".into(),

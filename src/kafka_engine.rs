@@ -23,8 +23,9 @@ use anyhow::Context;
 use causeway_connectors::kafka::{
     GroupConsumer, KafkaSettings, KafkaSink, PartitionOwner, StateStore,
 };
+use causeway_engine::EngineOutput;
 use causeway_engine::{Engine, EngineStatus};
-use causeway_rules::{IncidentEdge, IncidentVersion, Output, ProcessingTime};
+use causeway_rules::{IncidentEdge, IncidentVersion, ProcessingTime};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -79,15 +80,13 @@ pub(crate) fn incident_message(v: &IncidentVersion, evidence: &[&IncidentEdge]) 
 
 impl Core {
     /// Queues the output's incident versions and late events.
-    fn emit(&mut self, out: &Output) -> anyhow::Result<()> {
+    fn emit(&mut self, out: &EngineOutput) -> anyhow::Result<()> {
         let mut evidence: HashMap<&str, Vec<&IncidentEdge>> = HashMap::new();
         for e in &out.edges {
-            evidence.entry(e.incident_id.as_str()).or_default().push(e);
+            evidence.entry(&*e.incident_id).or_default().push(e);
         }
         for v in &out.incidents {
-            let edges = evidence
-                .get(v.incident_id.as_str())
-                .map_or(&[][..], Vec::as_slice);
+            let edges = evidence.get(&*v.incident_id).map_or(&[][..], Vec::as_slice);
             let body = serde_json::to_vec(&incident_message(v, edges))?;
             self.sink
                 .send("incidents", &self.incidents_topic, &v.incident_id, &body)?;

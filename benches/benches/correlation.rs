@@ -1,17 +1,19 @@
-//! Hot paths of correlation, as events per second:
+//! Hot paths of correlation, as events per second, on the seeded realistic mix with
+//! the built-in rule pack:
 //! - `arrow_batch`: events → Arrow record batch;
-//! - `predicates`: the default pack's compiled predicates over a batch;
-//! - `correlator`: the pure state machine, push + watermark advance;
-//! - `operator`: all three together, as the engine runs them (without history).
+//! - `predicates`: the pack's compiled predicates (and rule values) over a batch;
+//! - `operator`: the correlation operator — Arrow batches in, links and incident
+//!   versions out: predicates, the keyed interval joins, chain assembly and the
+//!   incident lifecycle, with the watermark advanced per batch.
 //!
 //! Run: `cargo bench -p causeway-benches --bench correlation`
 
 use std::time::Duration;
 
-use causeway_benches::{Workload, generate};
+use causeway_benches::{Workload, generate, operator_for};
 use causeway_engine::predicate::CompiledRules;
 use causeway_engine::schema::events_batch;
-use causeway_rules::{Correlator, CorrelatorConfig, Matches, Output, RulePack};
+use causeway_rules::{Output, ProcessingTime, RulePack};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const BATCH: usize = 4096;
@@ -25,15 +27,15 @@ fn bench(c: &mut Criterion) {
         .chunks(BATCH)
         .map(|c| events_batch(c).expect("batch"))
         .collect();
-    let matches: Vec<Matches> = batches
-        .iter()
-        .flat_map(|b| compiled.evaluate(b).expect("eval"))
+    let clock: Vec<ProcessingTime> = events
+        .chunks(BATCH)
+        .map(|c| ProcessingTime::from_micros(c.last().map_or(0, |e| e.time.as_micros())))
         .collect();
 
     let mut g = c.benchmark_group("correlation");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.sample_size(10);
-    g.measurement_time(Duration::from_secs(5));
+    g.measurement_time(Duration::from_secs(8));
 
     g.bench_function("arrow_batch", |b| {
         b.iter(|| {
@@ -49,46 +51,15 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("correlator", |b| {
-        b.iter_batched(
-            || events.clone(),
-            |input| {
-                let mut c = Correlator::new(pack.rules(), CorrelatorConfig::default());
-                let mut out = Output::default();
-                for (chunk, m) in input.chunks(BATCH).zip(matches.chunks(BATCH)) {
-                    let mut last = None;
-                    for (e, m) in chunk.iter().cloned().zip(m.iter().copied()) {
-                        last = Some(e.time);
-                        c.push(e, m, Duration::from_secs(600), &mut out);
-                    }
-                    if let Some(t) = last {
-                        c.advance(t.minus(Duration::from_secs(10)), &mut out);
-                    }
-                }
-                std::hint::black_box(out.incidents.len())
-            },
-            BatchSize::LargeInput,
-        )
-    });
     g.bench_function("operator", |b| {
         b.iter_batched(
-            || events.clone(),
-            |input| {
-                let mut c = Correlator::new(pack.rules(), CorrelatorConfig::default());
+            || operator_for(&w),
+            |mut op| {
                 let mut out = Output::default();
-                for chunk in input.chunks(BATCH) {
-                    let batch = events_batch(chunk).expect("batch");
-                    let m = compiled.evaluate(&batch).expect("eval");
-                    let mut last = None;
-                    for (e, m) in chunk.iter().cloned().zip(m) {
-                        last = Some(e.time);
-                        c.push(e, m, Duration::from_secs(600), &mut out);
-                    }
-                    if let Some(t) = last {
-                        c.advance(t.minus(Duration::from_secs(10)), &mut out);
-                    }
+                for (batch, now) in batches.iter().zip(&clock) {
+                    op.push_batch(batch, *now, &mut out).expect("push");
                 }
-                std::hint::black_box(out.incidents.len())
+                std::hint::black_box((out.incidents.len(), out.edges.len()))
             },
             BatchSize::LargeInput,
         )

@@ -2,7 +2,10 @@
 //! deploys and alerts over many services, with Alertmanager-style re-sends, some
 //! deploy regressions and background noise. The same seed gives the same events.
 
-use causeway_rules::{Event, EventKind, EventTime, ProcessingTime, Severity};
+use causeway_engine::{Operator, WatermarkConfig};
+use causeway_rules::{
+    Catalog, CorrelatorConfig, Event, EventKind, EventTime, ProcessingTime, RulePack, Severity,
+};
 
 /// Shape of a generated workload.
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +132,19 @@ pub fn generate(w: &Workload) -> Vec<Event> {
         });
     }
     out
+}
+
+/// The correlation operator as the engine runs it on one partition: the built-in
+/// pack, default correlator and watermark settings.
+pub fn operator_for(_w: &Workload) -> Operator {
+    let pack = RulePack::builtin().expect("the built-in pack is valid");
+    Operator::new(
+        &pack,
+        &Catalog::default(),
+        CorrelatorConfig::default(),
+        WatermarkConfig::default(),
+    )
+    .expect("the built-in pack compiles")
 }
 
 #[cfg(test)]

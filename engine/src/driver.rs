@@ -6,7 +6,7 @@
 //! correlator, watermark clocks and next offset) can move between engines on its own.
 //!
 //! Where partition state lives is [`PartitionStateMode`]:
-//! - `Local` (embedded log): `<data_dir>/engine/checkpoint.json` holds, in one
+//! - `Local` (embedded log): `<data_dir>/engine/checkpoint.bin` holds, in one
 //!   atomically replaced file, every partition's state and the history commit
 //!   sequence. After a crash the engine resumes from it and re-reads the log from its
 //!   offsets, so events acknowledged by a receiver are never lost, and since
@@ -26,12 +26,13 @@ use std::time::Instant;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use causeway_rules::{
-    Correlator, CorrelatorConfig, Event, EventTime, Output, ProcessingTime, PushOutcome, RulePack,
+    Catalog, Correlator, CorrelatorConfig, Event, EventTime, IncidentEdge, IncidentVersion, Output,
+    ProcessingTime, PushOutcome, RulePack, StateStats,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use crate::history::{History, sync_dir};
+use crate::operator::{BatchView, advance_from_clocks, push_rows};
 use crate::predicate::CompiledRules;
 use crate::watermark::{WatermarkConfig, WatermarkTracker};
 use crate::{Error, Result, metrics, schema};
@@ -58,9 +59,34 @@ pub enum PartitionStateMode {
 pub struct EngineOptions {
     pub data_dir: PathBuf,
     pub rules: RulePack,
+    pub catalog: Catalog,
     pub correlator: CorrelatorConfig,
     pub watermark: WatermarkConfig,
     pub partition_state: PartitionStateMode,
+}
+
+/// What processing produced: incident versions and their evidence (already in the
+/// history), and the events that arrived too late to correlate (kept in
+/// `late_events`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EngineOutput {
+    pub incidents: Vec<IncidentVersion>,
+    pub edges: Vec<IncidentEdge>,
+    pub too_late: Vec<Event>,
+}
+
+impl EngineOutput {
+    fn absorb(&mut self, out: Output) {
+        self.incidents.extend(out.incidents);
+        self.edges.extend(out.edges);
+    }
+
+    /// Appends another output.
+    pub fn extend(&mut self, other: EngineOutput) {
+        self.incidents.extend(other.incidents);
+        self.edges.extend(other.edges);
+        self.too_late.extend(other.too_late);
+    }
 }
 
 /// What the engine reports about itself.
@@ -80,30 +106,34 @@ pub struct EngineStatus {
 struct PartitionCheckpoint {
     version: u32,
     next_offset: u64,
+    /// The offset of the oldest event still in the correlator's reorder buffer:
+    /// where a fresh correlator (after a rule change) reads again from.
+    replay_from: u64,
     clocks: WatermarkTracker,
-    correlator: Box<RawValue>,
+    correlator: Vec<u8>,
 }
 
+/// The checkpoint file: binary (postcard), version and history sequence first so
+/// readers of the history can take them alone.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     version: u32,
     history_seq: u64,
-    #[serde(default)]
     partitions: BTreeMap<u32, PartitionCheckpoint>,
 }
 
-const CHECKPOINT_VERSION: u32 = 2;
-
-#[derive(Debug, Deserialize)]
-struct CheckpointHeader {
-    history_seq: u64,
-}
+const CHECKPOINT_VERSION: u32 = 3;
 
 #[derive(Debug)]
 struct PartitionState {
     correlator: Correlator,
     clocks: WatermarkTracker,
     next_offset: u64,
+    /// Events below this offset are already in the history (re-read after a rule
+    /// change): correlated again, not appended again.
+    history_from: u64,
+    /// Eviction counters already added to the metrics.
+    reported: StateStats,
 }
 
 /// The correlation engine of one process.
@@ -112,6 +142,7 @@ pub struct Engine {
     data_dir: PathBuf,
     compiled: CompiledRules,
     rules: RulePack,
+    catalog: Catalog,
     correlator_config: CorrelatorConfig,
     mode: PartitionStateMode,
     partitions: BTreeMap<u32, PartitionState>,
@@ -122,15 +153,15 @@ pub struct Engine {
 }
 
 fn checkpoint_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("engine").join("checkpoint.json")
+    data_dir.join("engine").join("checkpoint.bin")
 }
 
 /// The last committed history sequence recorded under a data directory (0 if none).
 pub(crate) fn committed_history_seq(data_dir: &Path) -> Result<u64> {
     let path = checkpoint_path(data_dir);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<CheckpointHeader>(&bytes)
-            .map(|h| h.history_seq)
+        Ok(bytes) => postcard::take_from_bytes::<(u32, u64)>(&bytes)
+            .map(|((_, seq), _)| seq)
             .map_err(|e| Error::Checkpoint {
                 path,
                 reason: e.to_string(),
@@ -149,28 +180,46 @@ impl Engine {
             .max_lateness
             .max(options.watermark.max_lateness());
         let path = checkpoint_path(&options.data_dir);
+        if options
+            .data_dir
+            .join("engine")
+            .join("checkpoint.json")
+            .exists()
+        {
+            return Err(Error::Checkpoint {
+                path: options.data_dir.join("engine").join("checkpoint.json"),
+                reason: "this data dir was written by an earlier release (JSON checkpoint); \
+                         start with an empty data dir"
+                    .into(),
+            });
+        }
         let checkpoint = match fs::read(&path) {
-            Ok(bytes) => Some(serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
-                Error::Checkpoint {
-                    path: path.clone(),
-                    reason: e.to_string(),
+            Ok(bytes) => {
+                let version = postcard::take_from_bytes::<u32>(&bytes)
+                    .map(|(v, _)| v)
+                    .map_err(|e| Error::Checkpoint {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if version != CHECKPOINT_VERSION {
+                    return Err(Error::Checkpoint {
+                        path,
+                        reason: format!(
+                            "version {version} is not {CHECKPOINT_VERSION}; this data dir was \
+                             written by another release"
+                        ),
+                    });
                 }
-            })?),
+                Some(
+                    postcard::from_bytes::<Checkpoint>(&bytes).map_err(|e| Error::Checkpoint {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("read", path)(e)),
         };
-        if let Some(cp) = &checkpoint
-            && cp.version != CHECKPOINT_VERSION
-        {
-            return Err(Error::Checkpoint {
-                path,
-                reason: format!(
-                    "version {} is not {CHECKPOINT_VERSION}; this data dir was written by \
-                     another release",
-                    cp.version
-                ),
-            });
-        }
         let history_seq = checkpoint.as_ref().map_or(0, |cp| cp.history_seq);
         // Opening the history removes files of a commit that did not finish, judged
         // against the sequence the checkpoint records.
@@ -179,6 +228,7 @@ impl Engine {
             data_dir: options.data_dir,
             compiled,
             rules: options.rules,
+            catalog: options.catalog,
             correlator_config,
             mode: options.partition_state,
             partitions: BTreeMap::new(),
@@ -191,7 +241,7 @@ impl Engine {
             && engine.mode == PartitionStateMode::Local
         {
             for (partition, state) in cp.partitions {
-                let restored = engine.restore_partition(state)?;
+                let restored = engine.restore_partition(partition, state)?;
                 engine.partitions.insert(partition, restored);
             }
         }
@@ -200,28 +250,56 @@ impl Engine {
 
     fn fresh_partition(&self) -> PartitionState {
         PartitionState {
-            correlator: Correlator::new(self.rules.rules(), self.correlator_config.clone()),
+            correlator: Correlator::new(
+                self.rules.rules(),
+                &self.catalog,
+                self.correlator_config.clone(),
+            ),
             clocks: WatermarkTracker::default(),
             next_offset: 0,
+            history_from: 0,
+            reported: StateStats::default(),
         }
     }
 
-    fn restore_partition(&self, cp: PartitionCheckpoint) -> Result<PartitionState> {
+    fn restore_partition(&self, partition: u32, cp: PartitionCheckpoint) -> Result<PartitionState> {
         let mut state = self.fresh_partition();
-        state.correlator.restore(cp.correlator.get().as_bytes())?;
         state.clocks = cp.clocks;
-        state.next_offset = cp.next_offset;
+        match state.correlator.restore(&cp.correlator) {
+            Ok(()) => {
+                state.next_offset = cp.next_offset;
+                state.history_from = cp.next_offset;
+            }
+            Err(causeway_rules::Error::RulesChanged { saved }) => {
+                // New rules apply from here on: a fresh correlator reads again the
+                // events the old one had not applied yet, so none is lost; incidents
+                // opened under the old rules are not updated any more.
+                tracing::warn!(
+                    partition,
+                    saved,
+                    replay_from = cp.replay_from,
+                    "rules changed since the checkpoint; correlation state starts afresh"
+                );
+                metrics::STATE_RESETS.inc();
+                state.next_offset = cp.replay_from;
+                state.history_from = cp.next_offset;
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(state)
     }
 
     fn partition_checkpoint_value(&self, state: &PartitionState) -> Result<PartitionCheckpoint> {
-        let bytes = state.correlator.snapshot()?;
-        let text = String::from_utf8(bytes).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(PartitionCheckpoint {
             version: CHECKPOINT_VERSION,
             next_offset: state.next_offset,
+            replay_from: state
+                .correlator
+                .oldest_pending_tag()
+                .unwrap_or(state.next_offset)
+                .min(state.next_offset),
             clocks: state.clocks.clone(),
-            correlator: RawValue::from_string(text).map_err(|e| Error::Internal(e.to_string()))?,
+            correlator: state.correlator.snapshot()?,
         })
     }
 
@@ -231,7 +309,7 @@ impl Engine {
         let state = match saved {
             Some(bytes) => {
                 let cp: PartitionCheckpoint =
-                    serde_json::from_slice(bytes).map_err(|e| Error::Checkpoint {
+                    postcard::from_bytes(bytes).map_err(|e| Error::Checkpoint {
                         path: PathBuf::from(format!("<partition {partition} state>")),
                         reason: e.to_string(),
                     })?;
@@ -241,7 +319,7 @@ impl Engine {
                         reason: format!("version {} is not {CHECKPOINT_VERSION}", cp.version),
                     });
                 }
-                self.restore_partition(cp)?
+                self.restore_partition(partition, cp)?
             }
             None => self.fresh_partition(),
         };
@@ -265,7 +343,7 @@ impl Engine {
             return Ok(None);
         };
         let cp = self.partition_checkpoint_value(state)?;
-        serde_json::to_vec(&cp)
+        postcard::to_stdvec(&cp)
             .map(Some)
             .map_err(|e| Error::Internal(e.to_string()))
     }
@@ -315,19 +393,23 @@ impl Engine {
         &mut self,
         records: Vec<(LogPosition, Event)>,
         now: ProcessingTime,
-    ) -> Result<Output> {
-        let mut out = Output::default();
+    ) -> Result<EngineOutput> {
         if records.is_empty() {
             return self.tick(now);
         }
         let (positions, events): (Vec<LogPosition>, Vec<Event>) = records.into_iter().unzip();
-        // One batch serves both the predicates and the history rows: the events the
-        // correlator keeps (or finds too late) are selected from it by mask.
+        // One batch serves the predicates, the correlator's rows and the history
+        // rows: the events the correlator keeps (or finds too late) are selected
+        // from it by mask.
         let batch = schema::events_batch(&events)?;
-        let matches = self.compiled.evaluate(&batch)?;
-        let mut accepted = Vec::with_capacity(events.len());
-        let mut late = Vec::with_capacity(events.len());
-        for ((pos, event), m) in positions.into_iter().zip(events).zip(matches) {
+        let view = BatchView::new(&batch)?;
+        let evaluated = self.compiled.evaluate(&batch)?;
+        let mut outcomes: Vec<Option<PushOutcome>> = vec![None; events.len()];
+        let mut history_rows = vec![true; events.len()];
+        let mut out = Output::default();
+        // Rows by partition, in log order.
+        let mut by_partition: BTreeMap<u32, Vec<(usize, u64)>> = BTreeMap::new();
+        for (i, pos) in positions.iter().enumerate() {
             if !self.partitions.contains_key(&pos.partition)
                 && self.mode == PartitionStateMode::Local
             {
@@ -336,36 +418,67 @@ impl Engine {
             }
             let Some(state) = self.partitions.get_mut(&pos.partition) else {
                 // Not ours (revoked while the batch was being read): its owner reads it.
-                accepted.push(false);
-                late.push(false);
                 continue;
             };
             if pos.offset < state.next_offset {
                 // Already processed before the checkpoint we resumed from.
-                accepted.push(false);
-                late.push(false);
                 continue;
             }
             state.next_offset = pos.offset + 1;
-            let timing = self.watermark.timing(&event.source);
-            state.clocks.observe(&event.source, event.time, now);
-            let source = event.source.clone();
-            let outcome = state
-                .correlator
-                .push(event, m, timing.allowed_lateness, &mut out);
+            history_rows[i] = pos.offset >= state.history_from;
+            by_partition
+                .entry(pos.partition)
+                .or_default()
+                .push((i, pos.offset));
+        }
+        for (partition, rows) in by_partition {
+            let Some(state) = self.partitions.get_mut(&partition) else {
+                continue;
+            };
+            push_rows(
+                &mut state.correlator,
+                &mut state.clocks,
+                &self.watermark,
+                &view,
+                &evaluated,
+                rows.into_iter(),
+                now,
+                &mut out,
+                &mut outcomes,
+            );
+            self.dirty = true;
+        }
+        let mut accepted = Vec::with_capacity(events.len());
+        let mut late = Vec::with_capacity(events.len());
+        let mut too_late = Vec::new();
+        let mut counts: BTreeMap<(&str, &'static str), u64> = BTreeMap::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let Some(outcome) = outcome else {
+                accepted.push(false);
+                late.push(false);
+                continue;
+            };
             let label = match outcome {
                 PushOutcome::Buffered => "buffered",
                 PushOutcome::AppliedLate => "applied_late",
                 PushOutcome::Duplicate => "duplicate",
                 PushOutcome::TooLate => "too_late",
             };
-            metrics::EVENTS.with_label_values(&[&source, label]).inc();
-            accepted.push(matches!(
-                outcome,
-                PushOutcome::Buffered | PushOutcome::AppliedLate
-            ));
-            late.push(outcome == PushOutcome::TooLate);
-            self.dirty = true;
+            *counts.entry((view.source(i), label)).or_default() += 1;
+            accepted.push(
+                history_rows[i]
+                    && matches!(outcome, PushOutcome::Buffered | PushOutcome::AppliedLate),
+            );
+            let is_late = *outcome == PushOutcome::TooLate;
+            late.push(is_late && history_rows[i]);
+            if is_late {
+                too_late.push(events[i].clone());
+            }
+        }
+        for ((source, label), n) in counts {
+            metrics::EVENTS
+                .with_label_values(&[source, label])
+                .inc_by(n);
         }
         let accepted = BooleanArray::from(accepted);
         if accepted.true_count() > 0 {
@@ -381,42 +494,62 @@ impl Engine {
             self.history
                 .append("late_events", filter_record_batch(&batch, &late)?);
         }
+        let mut result = EngineOutput {
+            too_late,
+            ..EngineOutput::default()
+        };
         self.record(&out)?;
+        result.absorb(out);
         // `tick` records what it releases itself.
-        out.extend(self.tick(now)?);
-        Ok(out)
+        result.extend(self.tick(now)?);
+        Ok(result)
     }
 
     /// Advances each partition's watermark from its clocks (idleness included) and
     /// applies what it releases.
-    pub fn tick(&mut self, now: ProcessingTime) -> Result<Output> {
+    pub fn tick(&mut self, now: ProcessingTime) -> Result<EngineOutput> {
         let mut out = Output::default();
+        let mut totals = StateStats::default();
         for state in self.partitions.values_mut() {
-            if let Some(w) = state.clocks.watermark(&self.watermark, now)
-                && state.correlator.watermark().is_none_or(|cur| w > cur)
-            {
-                state.correlator.advance(w, &mut out);
+            if advance_from_clocks(
+                &mut state.correlator,
+                &state.clocks,
+                &self.watermark,
+                now,
+                &mut out,
+            ) {
                 self.dirty = true;
             }
+            let s = state.correlator.stats();
+            metrics::EVICTIONS.with_label_values(&["expired"]).inc_by(
+                s.evicted_expired
+                    .saturating_sub(state.reported.evicted_expired),
+            );
+            metrics::EVICTIONS
+                .with_label_values(&["cap"])
+                .inc_by(s.evicted_cap.saturating_sub(state.reported.evicted_cap));
+            metrics::FORCED.inc_by(s.forced.saturating_sub(state.reported.forced));
+            state.reported = s;
+            totals.pending += s.pending;
+            totals.open_keys += s.open_keys;
+            totals.causes += s.causes;
+            totals.effects += s.effects;
+            totals.remembered_ids += s.remembered_ids;
+            totals.incidents += s.incidents;
         }
         if let Some(w) = self.watermark() {
             metrics::WATERMARK.set(w.as_micros() / 1_000_000);
         }
-        metrics::PENDING_EVENTS.set(self.pending_events() as i64);
-        metrics::OPEN_INCIDENTS.set(
-            self.partitions
-                .values()
-                .map(|s| s.correlator.incidents_len())
-                .sum::<usize>() as i64,
-        );
-        metrics::BUFFERED_CAUSES.set(
-            self.partitions
-                .values()
-                .map(|s| s.correlator.buffered_causes_len())
-                .sum::<usize>() as i64,
-        );
+        metrics::PENDING_EVENTS.set(totals.pending as i64);
+        metrics::OPEN_INCIDENTS.set(totals.incidents as i64);
+        metrics::BUFFERED_CAUSES.set(totals.causes as i64);
+        metrics::BUFFERED_EFFECTS.set(totals.effects as i64);
+        metrics::OPEN_KEYS.set(totals.open_keys as i64);
+        metrics::REMEMBERED_IDS.set(totals.remembered_ids as i64);
         self.record(&out)?;
-        Ok(out)
+        let mut result = EngineOutput::default();
+        result.absorb(out);
+        Ok(result)
     }
 
     fn record(&mut self, out: &Output) -> Result<()> {
@@ -460,14 +593,14 @@ impl Engine {
             history_seq: seq,
             partitions,
         };
-        let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = postcard::to_stdvec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
         let path = checkpoint_path(&self.data_dir);
         let dir = path
             .parent()
             .map(Path::to_owned)
             .unwrap_or_else(|| self.data_dir.clone());
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        let tmp = path.with_extension("json.tmp");
+        let tmp = path.with_extension("bin.tmp");
         {
             use std::io::Write;
             let mut f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;

@@ -9,15 +9,20 @@
 
 pub mod driver;
 pub mod error;
+pub mod examples;
 pub mod history;
 pub mod metrics;
+pub mod operator;
 pub mod predicate;
 pub mod schema;
 pub mod sql;
 pub mod watermark;
 
-pub use driver::{Engine, EngineOptions, EngineStatus, LogPosition, PartitionStateMode};
+pub use driver::{
+    Engine, EngineOptions, EngineOutput, EngineStatus, LogPosition, PartitionStateMode,
+};
 pub use error::{Error, Result};
 pub use history::History;
+pub use operator::Operator;
 pub use sql::{HistoryReader, QueryLimits};
 pub use watermark::{SourceTiming, WatermarkConfig};

@@ -65,6 +65,55 @@ pub static BUFFERED_CAUSES: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+/// Effects buffered for late causes and thresholds.
+pub static BUFFERED_EFFECTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_state_effects",
+        "Applied effects buffered for causes that arrive late and for thresholds",
+    )
+});
+
+/// Join keys with buffered events.
+pub static OPEN_KEYS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_state_keys",
+        "Join keys (rule and key, or subject) with buffered events",
+    )
+});
+
+/// Event ids remembered for de-duplication.
+pub static REMEMBERED_IDS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "causeway_engine_state_remembered_ids",
+        "Event ids remembered to count re-sends and redeliveries once",
+    )
+});
+
+/// Join records evicted, by reason (expired, cap).
+pub static EVICTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "causeway_engine_state_evictions_total",
+        "Buffered join records evicted, by reason (expired: aged out; cap: the hard cap was reached)",
+        &["reason"],
+    )
+});
+
+/// Events applied before the watermark reached them because the cap was reached.
+pub static FORCED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "causeway_engine_forced_events_total",
+        "Events applied before the watermark passed them because the reorder buffer reached the cap",
+    )
+});
+
+/// Correlation state discarded because the rules changed.
+pub static STATE_RESETS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "causeway_engine_state_resets_total",
+        "Partition correlation states restarted because the rule pack changed since the checkpoint",
+    )
+});
+
 /// Watermark, seconds since the epoch.
 pub static WATERMARK: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(

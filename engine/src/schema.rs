@@ -12,7 +12,7 @@ use arrow::array::{
     TimestampMicrosecondBuilder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use causeway_rules::{Event, IncidentEdge, IncidentVersion};
+use causeway_rules::{Event, EventId, IncidentEdge, IncidentVersion};
 
 use crate::Result;
 
@@ -64,6 +64,7 @@ pub static INCIDENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("updated_at", ts(), false),
         Field::new("resolved_at", ts(), true),
         Field::new("event_count", DataType::UInt32, false),
+        Field::new("merged_into", DataType::Utf8, true),
     ]))
 });
 
@@ -75,6 +76,7 @@ pub static INCIDENT_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("role", DataType::Utf8, false),
         Field::new("linked_by", DataType::Utf8, false),
         Field::new("rule_version", DataType::UInt32, false),
+        Field::new("cause_event_id", DataType::Utf8, true),
         Field::new("lag_seconds", DataType::Float64, false),
         Field::new("join_key", DataType::Utf8, false),
         Field::new("time", ts(), false),
@@ -94,6 +96,14 @@ pub static ACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("target", DataType::Utf8, false),
     ]))
 });
+
+/// Writes an event id's text into a reused buffer.
+fn write_id(buf: &mut String, id: EventId) {
+    use std::fmt::Write;
+    buf.clear();
+    // Writing into a String cannot fail.
+    let _ = write!(buf, "{id}");
+}
 
 /// Events as one record batch with the `events` schema.
 pub fn events_batch(events: &[Event]) -> Result<RecordBatch> {
@@ -165,21 +175,30 @@ pub fn incidents_batch(rows: &[IncidentVersion]) -> Result<RecordBatch> {
     let mut updated = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut resolved = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut count = UInt32Builder::with_capacity(n);
+    let mut merged = StringBuilder::with_capacity(n, 0);
+    let mut text = String::with_capacity(36);
     for r in rows {
-        id.append_value(&r.incident_id);
+        id.append_value(&*r.incident_id);
         version.append_value(r.version);
         state.append_value(r.state.as_str());
-        title.append_value(&r.title);
+        title.append_value(&*r.title);
         severity.append_value(r.severity.as_str());
-        rule_id.append_value(&r.rule_id);
+        rule_id.append_value(&*r.rule_id);
         rule_version.append_value(r.rule_version);
-        scope.append_value(&r.scope);
-        entity.append_value(&r.entity);
-        root.append_option(r.root_cause_event_id.as_deref());
+        scope.append_value(&*r.scope);
+        entity.append_value(&*r.entity);
+        match r.root_cause_event_id {
+            Some(root_id) => {
+                write_id(&mut text, root_id);
+                root.append_value(&text);
+            }
+            None => root.append_null(),
+        }
         opened.append_value(r.opened_at.as_micros());
         updated.append_value(r.updated_at.as_micros());
         resolved.append_option(r.resolved_at.map(|t| t.as_micros()));
         count.append_value(r.event_count);
+        merged.append_option(r.merged_into.as_deref());
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
@@ -196,6 +215,7 @@ pub fn incidents_batch(rows: &[IncidentVersion]) -> Result<RecordBatch> {
         Arc::new(updated.finish()),
         Arc::new(resolved.finish()),
         Arc::new(count.finish()),
+        Arc::new(merged.finish()),
     ];
     Ok(RecordBatch::try_new(INCIDENTS.clone(), columns)?)
 }
@@ -208,17 +228,27 @@ pub fn edges_batch(rows: &[IncidentEdge]) -> Result<RecordBatch> {
     let mut role = StringBuilder::with_capacity(n, n * 6);
     let mut linked_by = StringBuilder::with_capacity(n, n * 16);
     let mut rule_version = UInt32Builder::with_capacity(n);
+    let mut cause = StringBuilder::with_capacity(n, n * 36);
     let mut lag = Float64Builder::with_capacity(n);
     let mut join_key = StringBuilder::with_capacity(n, n * 24);
     let mut time = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut text = String::with_capacity(36);
     for r in rows {
-        incident_id.append_value(&r.incident_id);
-        event_id.append_value(&r.event_id);
+        incident_id.append_value(&*r.incident_id);
+        write_id(&mut text, r.event_id);
+        event_id.append_value(&text);
         role.append_value(r.role.as_str());
-        linked_by.append_value(&r.linked_by);
+        linked_by.append_value(&*r.linked_by);
         rule_version.append_value(r.rule_version);
+        match r.cause_event_id {
+            Some(c) => {
+                write_id(&mut text, c);
+                cause.append_value(&text);
+            }
+            None => cause.append_null(),
+        }
         lag.append_value(r.lag_seconds);
-        join_key.append_value(&r.join_key);
+        join_key.append_value(&*r.join_key);
         time.append_value(r.time.as_micros());
     }
     let columns: Vec<ArrayRef> = vec![
@@ -227,6 +257,7 @@ pub fn edges_batch(rows: &[IncidentEdge]) -> Result<RecordBatch> {
         Arc::new(role.finish()),
         Arc::new(linked_by.finish()),
         Arc::new(rule_version.finish()),
+        Arc::new(cause.finish()),
         Arc::new(lag.finish()),
         Arc::new(join_key.finish()),
         Arc::new(time.finish()),

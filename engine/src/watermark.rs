@@ -2,9 +2,14 @@
 //!
 //! Each source's watermark is its latest event time minus its out-of-orderness
 //! delay; the engine's watermark is the minimum over sources that spoke within the
-//! idle timeout, so a silent cost feed never stalls alerts. When every source is
-//! idle, the watermark moves to the latest event time seen, so nothing waits
-//! forever. Processing time is used only to judge idleness.
+//! idle timeout, so a silent feed never stalls alerts. When every source is idle,
+//! the watermark moves to the latest event time seen, so nothing waits forever.
+//! Processing time is used only to judge idleness.
+//!
+//! A source that is late by nature (cost records arrive hours or a day after the
+//! usage they bill) does not drive the watermark at all: its events are always
+//! behind it, and are applied as they arrive within their allowed lateness, each
+//! updating its incident as a new version.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +29,14 @@ pub struct SourceTiming {
     /// incident (as a new version); further behind it is too late.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// Whether this source's progress holds the watermark back (false for feeds
+    /// that are always behind, like cost).
+    #[serde(default = "yes")]
+    pub drives_watermark: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Watermark settings.
@@ -45,13 +58,28 @@ impl Default for WatermarkConfig {
         let s = |delay: u64, late: u64| SourceTiming {
             delay: Duration::from_secs(delay),
             allowed_lateness: Duration::from_secs(late),
+            drives_watermark: true,
         };
+        // Seconds for alerts, minutes for audit logs and CloudTrail (delivered in
+        // batches every few minutes), hours for cost.
         WatermarkConfig {
             idle_timeout: Duration::from_secs(2),
             default: s(10, 600),
             sources: [
-                ("alertmanager".to_owned(), s(10, 600)),
+                ("alertmanager".to_owned(), s(5, 120)),
                 ("github".to_owned(), s(30, 3600)),
+                ("argocd".to_owned(), s(10, 600)),
+                ("k8s_audit".to_owned(), s(10, 600)),
+                ("k8s_event".to_owned(), s(10, 600)),
+                ("cloudtrail".to_owned(), s(60, 1800)),
+                (
+                    "cost".to_owned(),
+                    SourceTiming {
+                        delay: Duration::ZERO,
+                        allowed_lateness: Duration::from_secs(72 * 3600),
+                        drives_watermark: false,
+                    },
+                ),
             ]
             .into(),
         }
@@ -115,13 +143,24 @@ impl WatermarkTracker {
     /// The watermark at `now`, or none before any event.
     pub fn watermark(&self, config: &WatermarkConfig, now: ProcessingTime) -> Option<EventTime> {
         let idle_before = now.minus(config.idle_timeout);
+        let driving = |s: &String| config.timing(s).drives_watermark;
         let active = self
             .clocks
             .iter()
-            .filter(|(_, c)| c.last_seen > idle_before)
+            .filter(|(s, c)| driving(s) && c.last_seen > idle_before)
             .map(|(s, c)| c.max_time.minus(config.timing(s).delay))
             .min();
-        active.or_else(|| self.clocks.values().map(|c| c.max_time).max())
+        // All idle: the newest event time of the driving sources; with none at all
+        // (a cost import alone), of every source.
+        active
+            .or_else(|| {
+                self.clocks
+                    .iter()
+                    .filter(|(s, _)| driving(s))
+                    .map(|(_, c)| c.max_time)
+                    .max()
+            })
+            .or_else(|| self.clocks.values().map(|c| c.max_time).max())
     }
 }
 
@@ -141,11 +180,24 @@ mod tests {
     fn a_silent_source_stops_holding_the_watermark() {
         let cfg = WatermarkConfig::default();
         let mut w = WatermarkTracker::default();
-        w.observe("cost", at(100), now(0));
+        w.observe("k8s_audit", at(100), now(0));
         w.observe("alertmanager", at(1000), now(0));
         assert_eq!(w.watermark(&cfg, now(1)), Some(at(90)));
         w.observe("alertmanager", at(1100), now(5));
-        assert_eq!(w.watermark(&cfg, now(5)), Some(at(1090)));
+        assert_eq!(w.watermark(&cfg, now(5)), Some(at(1095)));
         assert_eq!(w.watermark(&cfg, now(60)), Some(at(1100)));
+    }
+
+    #[test]
+    fn a_feed_late_by_nature_never_holds_the_watermark() {
+        let cfg = WatermarkConfig::default();
+        let mut w = WatermarkTracker::default();
+        w.observe("alertmanager", at(100_000), now(0));
+        w.observe("cost", at(10), now(0));
+        assert_eq!(w.watermark(&cfg, now(0)), Some(at(99_995)));
+        assert!(cfg.timing("cost").allowed_lateness >= Duration::from_secs(86_400));
+        let mut only_cost = WatermarkTracker::default();
+        only_cost.observe("cost", at(10), now(0));
+        assert_eq!(only_cost.watermark(&cfg, now(0)), Some(at(10)));
     }
 }

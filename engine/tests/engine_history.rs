@@ -40,6 +40,7 @@ fn options(dir: &std::path::Path) -> EngineOptions {
     EngineOptions {
         data_dir: dir.to_owned(),
         rules: RulePack::builtin().expect("pack"),
+        catalog: Default::default(),
         correlator: CorrelatorConfig::default(),
         watermark: Default::default(),
         partition_state: Default::default(),

@@ -17,6 +17,12 @@ pub struct Catalog {
     /// Deployment environment name → cluster (GitHub `environment`).
     #[serde(default)]
     pub environments: BTreeMap<String, String>,
+    /// Cloud account (or billing sub-account) id → the cluster whose workloads run
+    /// in it. A cloud change or cost row of a mapped account is correlated in that
+    /// cluster's scope, so it can join the cluster's alerts; an unmapped account is
+    /// a scope of its own.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, String>,
     /// Known services.
     #[serde(default)]
     pub services: Vec<ServiceEntry>,
@@ -31,6 +37,7 @@ impl Default for Catalog {
         Catalog {
             default_cluster: default_cluster(),
             environments: BTreeMap::new(),
+            accounts: BTreeMap::new(),
             services: Vec::new(),
         }
     }
@@ -63,6 +70,10 @@ pub struct ServiceEntry {
     /// Services (or resources) this one depends on, for catalog joins.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// ConfigMaps and Secrets this service reads: a change to one is a change to
+    /// the service.
+    #[serde(default)]
+    pub configs: Vec<String>,
 }
 
 impl Catalog {
@@ -73,6 +84,47 @@ impl Catalog {
             .get(environment)
             .cloned()
             .unwrap_or_else(|| environment.to_owned())
+    }
+
+    /// The correlation scope of a cloud account: its cluster when the catalog maps
+    /// it, else the account itself.
+    pub fn scope_for_account(&self, account: &str) -> String {
+        self.accounts
+            .get(account)
+            .cloned()
+            .unwrap_or_else(|| account.to_owned())
+    }
+
+    /// The service a ConfigMap or Secret belongs to: the catalog's, else the name
+    /// without a conventional suffix (`checkout-config` → `checkout`), else the name.
+    pub fn service_for_config(&self, namespace: Option<&str>, name: &str) -> String {
+        let listed = self.services.iter().find(|s| {
+            let ns_ok = match (&s.namespace, namespace) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            ns_ok && s.configs.iter().any(|c| c == name)
+        });
+        if let Some(s) = listed {
+            return s.name.clone();
+        }
+        const SUFFIXES: [&str; 9] = [
+            "-configmap",
+            "-config",
+            "-conf",
+            "-cfg",
+            "-settings",
+            "-env",
+            "-secrets",
+            "-secret",
+            "-credentials",
+        ];
+        let base = SUFFIXES
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|b| !b.is_empty())
+            .unwrap_or(name);
+        self.service_for_workload(namespace, base)
     }
 
     /// The service a repository (`owner/name`) belongs to; else the repository's name.
@@ -136,6 +188,39 @@ impl Catalog {
             .unwrap_or(&[])
     }
 
+    /// The service an entity stands for: a service name as it is, a workload, Argo CD
+    /// application or cloud resource through the catalog, else the entity itself.
+    pub fn service_of(&self, entity: &str) -> String {
+        self.services
+            .iter()
+            .find(|s| {
+                s.name == entity
+                    || s.workloads.iter().any(|w| w == entity)
+                    || s.argo_apps.iter().any(|a| a == entity)
+                    || s.resources.iter().any(|r| r == entity)
+            })
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| entity.to_owned())
+    }
+
+    /// Everything a service depends on, directly or through the services it depends
+    /// on, as the entities events about them carry (a resource the catalog assigns to
+    /// a service is that service). Sorted, without the service itself.
+    pub fn dependency_entities(&self, service: &str) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = vec![self.service_of(service)];
+        let start = todo[0].clone();
+        while let Some(s) = todo.pop() {
+            for dep in self.depends_on(&s) {
+                let entity = self.service_of(dep);
+                if entity != start && seen.insert(entity.clone()) {
+                    todo.push(entity);
+                }
+            }
+        }
+        seen.into_iter().collect()
+    }
+
     /// The namespace the catalog gives a service, if any.
     pub fn namespace_of(&self, service: &str) -> Option<&str> {
         self.services
@@ -153,6 +238,7 @@ mod tests {
         Catalog {
             default_cluster: "prod".into(),
             environments: [("production".to_owned(), "prod".to_owned())].into(),
+            accounts: [("111122223333".to_owned(), "prod".to_owned())].into(),
             services: vec![ServiceEntry {
                 name: "payments".into(),
                 namespace: Some("shop".into()),
@@ -162,6 +248,7 @@ mod tests {
                 argo_apps: vec!["payments-prod".into()],
                 cost_tags: [("team".to_owned(), "pay".to_owned())].into(),
                 depends_on: vec!["payments-db".into()],
+                configs: vec!["pay-flags".into()],
             }],
         }
     }
@@ -189,6 +276,35 @@ mod tests {
         assert_eq!(c.service_for_cost_tags(&tags).as_deref(), Some("payments"));
         assert_eq!(c.service_for_cost_tags(&BTreeMap::new()), None);
         assert_eq!(c.depends_on("payments"), ["payments-db".to_owned()]);
+        assert_eq!(c.scope_for_account("111122223333"), "prod");
+        assert_eq!(c.scope_for_account("999"), "999");
+        assert_eq!(c.service_for_config(Some("shop"), "pay-flags"), "payments");
+        assert_eq!(
+            c.service_for_config(Some("shop"), "payments-api-config"),
+            "payments"
+        );
+        assert_eq!(c.service_for_config(None, "search-secrets"), "search");
+        assert_eq!(c.service_for_config(None, "config"), "config");
+    }
+
+    #[test]
+    fn dependencies_are_followed_through_services() {
+        let mut c = catalog();
+        c.services.push(ServiceEntry {
+            name: "payments-db".into(),
+            resources: vec!["arn:aws:rds:eu-west-1:1:db:pay".into()],
+            depends_on: vec!["vpc-1".into()],
+            ..ServiceEntry::default()
+        });
+        assert_eq!(
+            c.dependency_entities("payments-api"),
+            ["payments-db".to_owned(), "vpc-1".to_owned()]
+        );
+        assert_eq!(
+            c.service_of("arn:aws:rds:eu-west-1:1:db:pay"),
+            "payments-db"
+        );
+        assert!(c.dependency_entities("unknown").is_empty());
     }
 
     #[test]

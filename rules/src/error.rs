@@ -19,6 +19,12 @@ pub enum Error {
         field: String,
         reason: String,
     },
+    /// Checkpointed correlation state belongs to another rule pack.
+    #[error(
+        "the saved correlation state was built with other rules ({saved}); \
+         correlation restarts from the log"
+    )]
+    RulesChanged { saved: String },
     /// Checkpointed correlation state could not be read back.
     #[error("invalid correlation state: {reason}")]
     InvalidState { reason: String },

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::id::EventId;
 use crate::time::{EventTime, ProcessingTime};
 use crate::{Error, Result, id};
 
@@ -54,6 +55,11 @@ impl EventKind {
             EventKind::Cost => "cost",
             EventKind::K8sEvent => "k8s_event",
         }
+    }
+
+    /// The kind a column value names.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// Whether this kind changes production and so can be a root cause.
@@ -108,6 +114,19 @@ impl Severity {
             Severity::Error => "error",
             Severity::Critical => "critical",
         }
+    }
+
+    /// The severity a column value names.
+    pub fn parse(s: &str) -> Option<Severity> {
+        [
+            Severity::None,
+            Severity::Info,
+            Severity::Warning,
+            Severity::Error,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     /// Maps the many spellings found in alert labels onto the normalized scale.
@@ -201,7 +220,8 @@ impl Event {
     /// Parses a CloudEvents 1.0 JSON document into an event. `ingested_at` is used
     /// when the document has no `ingestedat` extension. Missing Causeway extensions
     /// get defaults (`scope` "default", `entity` from `subject`); a missing id is
-    /// derived from source and `sourceeventid`.
+    /// derived from source and `sourceeventid`, and an id that is not Causeway's
+    /// (`evt_` and 32 hex digits) from source and that id.
     pub fn from_cloudevent_json(text: &str, ingested_at: ProcessingTime) -> Result<Event> {
         // Serde would also take a struct from an array of its fields; CloudEvents
         // are objects.
@@ -249,10 +269,14 @@ impl Event {
         } else {
             doc.sourceeventid
         };
+        // Causeway's event ids are `evt_<32 hex>`: a foreign id stays the source's
+        // own id and the event id is derived from it.
         let id = if doc.id.is_empty() {
             Event::derive_id(&doc.source, &source_event_id, &status)
-        } else {
+        } else if EventId::is_canonical(&doc.id) {
             doc.id
+        } else {
+            EventId::foreign(&doc.source, &doc.id)
         };
         Ok(Event {
             id,
@@ -358,6 +382,20 @@ mod tests {
         )
         .expect_err("foreign type");
         assert!(err.to_string().contains("not a Causeway type"), "{err}");
+    }
+
+    #[test]
+    fn foreign_ids_become_causeway_ids_and_stay_as_the_source_id() {
+        let e = Event::from_cloudevent_json(
+            r#"{"specversion":"1.0","id":"order-17","source":"shop","type":"dev.causeway.change","time":"2024-01-01T00:00:00Z"}"#,
+            ProcessingTime::from_micros(0),
+        )
+        .expect("valid");
+        assert!(EventId::is_canonical(&e.id), "{}", e.id);
+        assert_eq!(e.source_event_id, "order-17");
+        let again = Event::from_cloudevent_json(&e.to_cloudevent_json(), ProcessingTime::MIN)
+            .expect("round trip");
+        assert_eq!(again.id, e.id);
     }
 
     #[test]

@@ -3,17 +3,146 @@
 //! Event and incident ids are content hashes, so the same input gives the same ids
 //! on replay, after a restart, and on every engine instance. Parts are length-prefixed
 //! so that `("ab", "c")` and `("a", "bc")` never collide.
+//!
+//! An event id is always `evt_` and 32 hex digits (128 bits), so the correlator
+//! keeps it as an [`EventId`] (16 bytes) rather than a string. Join keys and alert
+//! identities are kept as 64-bit [`key_hash`]es: XXH3-64, a published algorithm, so
+//! checkpointed state stays readable across releases and toolchains.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// A 128-bit hex id over the given parts, with a short type prefix.
 pub fn derive(prefix: &str, parts: &[&str]) -> String {
+    let digest = digest(prefix, parts);
+    format!("{prefix}_{}", hex::encode(digest.to_be_bytes()))
+}
+
+fn digest(prefix: &str, parts: &[&str]) -> u128 {
     let mut hasher = blake3::Hasher::new();
     hasher.update(prefix.as_bytes());
     for part in parts {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
-    let digest = hasher.finalize();
-    format!("{prefix}_{}", hex::encode(&digest.as_bytes()[..16]))
+    let bytes = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&bytes.as_bytes()[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// An event id as a number: `evt_<32 hex digits>`, as two 64-bit halves (so records
+/// holding one keep 8-byte alignment). Orders like its text.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    hi: u64,
+    lo: u64,
+}
+
+impl EventId {
+    /// Parses a canonical event id (`evt_` and 32 lowercase hex digits).
+    pub fn parse(text: &str) -> Option<EventId> {
+        let hex = text.strip_prefix("evt_")?;
+        if hex.len() != 32
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let hi = u64::from_str_radix(&hex[..16], 16).ok()?;
+        let lo = u64::from_str_radix(&hex[16..], 16).ok()?;
+        Some(EventId { hi, lo })
+    }
+
+    /// The id as one number.
+    pub fn as_u128(self) -> u128 {
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
+    }
+
+    /// The id of an event whose given id is not canonical (a foreign CloudEvent's):
+    /// a hash of its source and that id.
+    pub fn foreign(source: &str, given: &str) -> String {
+        EventId::foreign_id(source, given).to_string()
+    }
+
+    /// [`EventId::foreign`], as a number.
+    pub fn foreign_id(source: &str, given: &str) -> EventId {
+        let d = digest("evt", &["foreign", source, given]);
+        EventId {
+            hi: (d >> 64) as u64,
+            lo: d as u64,
+        }
+    }
+
+    /// Whether `text` is a canonical event id.
+    pub fn is_canonical(text: &str) -> bool {
+        EventId::parse(text).is_some()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "evt_{:016x}{:016x}", self.hi, self.lo)
+    }
+}
+
+/// Text (`evt_…`) in human-readable formats, two numbers in binary ones.
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            (self.hi, self.lo).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventId, D::Error> {
+        if d.is_human_readable() {
+            let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+            EventId::parse(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("not an event id: {text:?}")))
+        } else {
+            let (hi, lo) = <(u64, u64)>::deserialize(d)?;
+            Ok(EventId { hi, lo })
+        }
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A stable 64-bit hash of string parts, separated so `("ab","c") != ("a","bc")`.
+pub fn key_hash(parts: &[&str]) -> u64 {
+    use twox_hash::XxHash3_64;
+    // Short keys (the usual scope + entity) are hashed in one call from the stack.
+    let mut buf = [0u8; 192];
+    let mut len = 0;
+    for part in parts {
+        let need = 4 + part.len();
+        if len + need > buf.len() {
+            return key_hash_long(parts);
+        }
+        buf[len..len + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+        buf[len + 4..len + need].copy_from_slice(part.as_bytes());
+        len += need;
+    }
+    XxHash3_64::oneshot(&buf[..len])
+}
+
+fn key_hash_long(parts: &[&str]) -> u64 {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    twox_hash::XxHash3_64::oneshot(&bytes)
 }
 
 #[cfg(test)]
@@ -26,5 +155,30 @@ mod tests {
         assert_ne!(derive("evt", &["ab", "c"]), derive("evt", &["a", "bc"]));
         assert!(derive("inc", &["x"]).starts_with("inc_"));
         assert_eq!(derive("inc", &["x"]).len(), 4 + 32);
+    }
+
+    #[test]
+    fn event_ids_round_trip_as_numbers() {
+        let text = derive("evt", &["alertmanager", "abc@t", "firing"]);
+        let id = EventId::parse(&text).expect("canonical");
+        assert_eq!(id.to_string(), text);
+        assert!(EventId::parse("evt_XYZ").is_none());
+        assert!(EventId::parse("my-own-id").is_none());
+        assert!(EventId::parse(&format!("{text}0")).is_none());
+        assert!(EventId::is_canonical(&EventId::foreign("x", "my-own-id")));
+    }
+
+    #[test]
+    fn key_hashes_are_stable_and_boundary_safe() {
+        assert_eq!(
+            key_hash(&["prod", "checkout"]),
+            key_hash(&["prod", "checkout"])
+        );
+        assert_ne!(key_hash(&["ab", "c"]), key_hash(&["a", "bc"]));
+        let long = "x".repeat(300);
+        assert_eq!(key_hash(&["prod", &long]), key_hash_long(&["prod", &long]));
+        // XXH3 is a published algorithm: this value must never change, or
+        // checkpoints written by earlier releases would no longer match.
+        assert_eq!(key_hash(&[]), 0x2d06_8005_38d3_94c2);
     }
 }

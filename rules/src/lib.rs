@@ -16,10 +16,11 @@ pub mod time;
 
 pub use catalog::{Catalog, ServiceEntry};
 pub use correlate::{
-    Correlator, CorrelatorConfig, EdgeRole, IncidentEdge, IncidentState, IncidentVersion, Matches,
-    Output, PushOutcome,
+    Correlator, CorrelatorConfig, EdgeRole, EventRow, IncidentEdge, IncidentState, IncidentVersion,
+    Matches, NoValues, Output, PushOutcome, RuleValues, Side, StateStats,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind, Severity};
-pub use rule::{RulePack, RuleSpec};
+pub use id::EventId;
+pub use rule::{Example, ExpectedIncident, Join, RulePack, RuleSpec};
 pub use time::{EventTime, ProcessingTime};

@@ -271,6 +271,7 @@ mod tests {
                 resources: vec![],
                 ..ServiceEntry::default()
             }],
+            ..Catalog::default()
         }
     }
 

@@ -31,8 +31,8 @@ pub fn pod_workload(pod: &str) -> &str {
 }
 
 /// The workload an alert's labels speak of: `service`, `deployment`, `app`,
-/// `app.kubernetes.io/name`, `statefulset`, `daemonset`, the pod's workload, the
-/// `node`, then `job`.
+/// `app.kubernetes.io/name`, `statefulset`, `daemonset`, the pod's workload (`pod`
+/// or Falco's `k8s_pod_name`), the `node`, then `job`.
 pub fn workload_from_labels(labels: &BTreeMap<String, String>) -> Option<String> {
     for key in [
         "service",
@@ -47,7 +47,12 @@ pub fn workload_from_labels(labels: &BTreeMap<String, String>) -> Option<String>
             return Some(v.clone());
         }
     }
-    if let Some(pod) = labels.get("pod").filter(|v| !v.is_empty()) {
+    // `k8s_pod_name`: Falco (falcosidekick) and other runtime security tools.
+    if let Some(pod) = labels
+        .get("pod")
+        .or_else(|| labels.get("k8s_pod_name"))
+        .filter(|v| !v.is_empty())
+    {
         return Some(pod_workload(pod).to_owned());
     }
     if let Some(node) = labels.get("node").filter(|v| !v.is_empty()) {

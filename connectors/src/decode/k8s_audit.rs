@@ -195,6 +195,10 @@ fn audit_event(
     };
     let entity = match &workload {
         Some(w) if !w.is_empty() => cx.catalog.service_for_workload(namespace.as_deref(), w),
+        // A ConfigMap or Secret stands for the service that reads it.
+        _ if !name.is_empty() && matches!(obj.resource.as_str(), "configmaps" | "secrets") => {
+            cx.catalog.service_for_config(namespace.as_deref(), &name)
+        }
         _ if !name.is_empty() => name.clone(),
         _ => obj.resource.clone(),
     };

@@ -165,3 +165,33 @@ fn patches_say_what_they_changed_without_copying_secret_values() {
     assert!(!e.attributes.values().any(|v| v.contains("c2VjcmV0")));
     assert!(!e.raw.contains("c2VjcmV0"), "{}", e.raw);
 }
+
+#[test]
+fn a_config_map_change_is_a_change_of_the_service_that_reads_it() {
+    use causeway_rules::ServiceEntry;
+    let c = Catalog {
+        services: vec![ServiceEntry {
+            name: "payments".into(),
+            namespace: Some("shop".into()),
+            configs: vec!["pay-flags".into()],
+            ..ServiceEntry::default()
+        }],
+        ..Catalog::default()
+    };
+    let body = |name: &str, id: &str| {
+        item(
+            "ResponseComplete",
+            "update",
+            "configmaps",
+            name,
+            None,
+            "system:serviceaccount:ci:deployer",
+            id,
+        )
+    };
+    let listed = decode(body("pay-flags", "c1").as_bytes(), &cx(&c)).expect("decodes");
+    assert_eq!(listed.events[0].entity, "payments");
+    let by_name = decode(body("checkout-config", "c2").as_bytes(), &cx(&c)).expect("decodes");
+    assert_eq!(by_name.events[0].entity, "checkout");
+    assert_eq!(by_name.events[0].attr("name"), Some("checkout-config"));
+}

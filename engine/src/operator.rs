@@ -1,0 +1,236 @@
+//! The correlation operator: Arrow batches of events in, incident versions and
+//! their evidence out.
+//!
+//! A batch is evaluated once (compiled predicates, join expressions, `rises`
+//! values), then each row is read straight from the batch's columns into the pure
+//! correlator, and the watermark is advanced from per-source clocks. The engine
+//! driver runs one correlator per log partition over the same steps
+//! ([`push_rows`]); [`Operator`] is the one-partition form used by `rules test`,
+//! scenario tests, replay and benchmarks.
+
+use std::time::Duration;
+
+use arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use causeway_rules::{
+    Catalog, Correlator, CorrelatorConfig, EventId, EventKind, EventRow, EventTime, Output,
+    ProcessingTime, PushOutcome, RulePack, Severity,
+};
+
+use crate::predicate::{CompiledRules, Evaluated};
+use crate::watermark::{WatermarkConfig, WatermarkTracker};
+use crate::{Error, Result};
+
+/// Typed columns of an `events` batch.
+#[derive(Debug)]
+pub struct BatchView<'a> {
+    id: &'a StringArray,
+    source: &'a StringArray,
+    source_event_id: &'a StringArray,
+    kind: &'a StringArray,
+    time: &'a TimestampMicrosecondArray,
+    scope: &'a StringArray,
+    entity: &'a StringArray,
+    severity: &'a StringArray,
+    status: &'a StringArray,
+    summary: &'a StringArray,
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "events batch has no column {name} of the expected type"
+            ))
+        })
+}
+
+impl<'a> BatchView<'a> {
+    /// The columns of a batch with the `events` schema.
+    pub fn new(batch: &'a RecordBatch) -> Result<BatchView<'a>> {
+        Ok(BatchView {
+            id: column(batch, "event_id")?,
+            source: column(batch, "source")?,
+            source_event_id: column(batch, "source_event_id")?,
+            kind: column(batch, "kind")?,
+            time: column(batch, "time")?,
+            scope: column(batch, "scope")?,
+            entity: column(batch, "entity")?,
+            severity: column(batch, "severity")?,
+            status: column(batch, "status")?,
+            summary: column(batch, "summary")?,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    /// The source of row `i`.
+    pub fn source(&self, i: usize) -> &'a str {
+        self.source.value(i)
+    }
+
+    /// Event time of row `i`.
+    pub fn time(&self, i: usize) -> EventTime {
+        EventTime::from_micros(self.time.value(i))
+    }
+
+    /// Row `i` as the correlator reads it.
+    pub fn row(
+        &self,
+        i: usize,
+        evaluated: &'a Evaluated,
+        allowed_lateness: Duration,
+        tag: u64,
+    ) -> EventRow<'a> {
+        let id_text = self.id.value(i);
+        let source = self.source.value(i);
+        // Decoders only make canonical ids; anything else is keyed by its hash.
+        let id = EventId::parse(id_text).unwrap_or_else(|| EventId::foreign_id(source, id_text));
+        EventRow {
+            id,
+            source,
+            source_event_id: self.source_event_id.value(i),
+            kind: EventKind::parse(self.kind.value(i)).unwrap_or(EventKind::Audit),
+            time: self.time(i),
+            scope: self.scope.value(i),
+            entity: self.entity.value(i),
+            severity: Severity::parse(self.severity.value(i)).unwrap_or_default(),
+            status: self.status.value(i),
+            summary: self.summary.value(i),
+            alertname: evaluated.alertname(i),
+            matches: evaluated.matches.get(i).copied().unwrap_or_default(),
+            allowed_lateness,
+            values: evaluated,
+            row: i,
+            tag,
+        }
+    }
+}
+
+/// Pushes rows of an evaluated batch into a correlator, noting each source's clock;
+/// `tags[i]` is row `i`'s log position (0 when not from a log). Returns each row's
+/// outcome; rows for which `skip(i)` holds are not pushed (`None`).
+#[allow(clippy::too_many_arguments)]
+pub fn push_rows(
+    correlator: &mut Correlator,
+    clocks: &mut WatermarkTracker,
+    timing: &WatermarkConfig,
+    view: &BatchView<'_>,
+    evaluated: &Evaluated,
+    rows: impl Iterator<Item = (usize, u64)>,
+    now: ProcessingTime,
+    out: &mut Output,
+    outcomes: &mut [Option<PushOutcome>],
+) {
+    for (i, tag) in rows {
+        let source = view.source(i);
+        let lateness = timing.timing(source).allowed_lateness;
+        clocks.observe(source, view.time(i), now);
+        let row = view.row(i, evaluated, lateness, tag);
+        if let Some(o) = outcomes.get_mut(i) {
+            *o = Some(correlator.push(&row, out));
+        }
+    }
+}
+
+/// Moves a correlator's watermark to what its clocks allow at `now`.
+pub fn advance_from_clocks(
+    correlator: &mut Correlator,
+    clocks: &WatermarkTracker,
+    timing: &WatermarkConfig,
+    now: ProcessingTime,
+    out: &mut Output,
+) -> bool {
+    match clocks.watermark(timing, now) {
+        Some(w) if correlator.watermark().is_none_or(|cur| w > cur) => {
+            correlator.advance(w, out);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One correlator over batches: the operator without a log.
+#[derive(Debug)]
+pub struct Operator {
+    compiled: CompiledRules,
+    correlator: Correlator,
+    timing: WatermarkConfig,
+    clocks: WatermarkTracker,
+}
+
+impl Operator {
+    /// Compiles the pack and starts an empty correlator.
+    pub fn new(
+        pack: &RulePack,
+        catalog: &Catalog,
+        config: CorrelatorConfig,
+        timing: WatermarkConfig,
+    ) -> Result<Operator> {
+        Ok(Operator {
+            compiled: CompiledRules::compile(pack)?,
+            correlator: Correlator::new(pack.rules(), catalog, config),
+            timing,
+            clocks: WatermarkTracker::default(),
+        })
+    }
+
+    /// The correlator (state sizes, snapshots).
+    pub fn correlator(&self) -> &Correlator {
+        &self.correlator
+    }
+
+    /// The correlator, to restore a snapshot into.
+    pub fn correlator_mut(&mut self) -> &mut Correlator {
+        &mut self.correlator
+    }
+
+    /// Evaluates a batch, pushes its rows and advances the watermark as the clocks
+    /// allow at `now`. Returns each row's outcome.
+    pub fn push_batch(
+        &mut self,
+        batch: &RecordBatch,
+        now: ProcessingTime,
+        out: &mut Output,
+    ) -> Result<Vec<PushOutcome>> {
+        let view = BatchView::new(batch)?;
+        let evaluated = self.compiled.evaluate(batch)?;
+        let mut outcomes = vec![None; view.len()];
+        push_rows(
+            &mut self.correlator,
+            &mut self.clocks,
+            &self.timing,
+            &view,
+            &evaluated,
+            (0..view.len()).map(|i| (i, i as u64)),
+            now,
+            out,
+            &mut outcomes,
+        );
+        advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(PushOutcome::Duplicate))
+            .collect())
+    }
+
+    /// Moves the watermark to `w` (never back).
+    pub fn advance(&mut self, w: EventTime, out: &mut Output) {
+        self.correlator.advance(w, out);
+    }
+
+    /// End of input: releases every buffered event and lets every deadline up to
+    /// `until` fire (open incidents stay open if their deadlines lie beyond it).
+    pub fn finish(&mut self, until: EventTime, out: &mut Output) {
+        self.correlator.advance(until, out);
+    }
+}
