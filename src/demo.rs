@@ -1,11 +1,22 @@
 //! `causeway demo`: the embedded default, a realistic scenario posted through the
 //! real HTTP receivers, and the incidents printed as causal trees.
 //!
-//! The scenario, in cluster `prod-eu` over about twenty minutes: checkout and
-//! payments are deployed and start failing (two deploy regressions); search is
-//! deployed and stays healthy; a node's disk fills and a certificate nears expiry
-//! (unrelated noise); Alertmanager re-sends alerts that are still firing; one alert
-//! resolves. Times are relative to now.
+//! The scenario, in cluster `prod-eu` over about twenty-five minutes, every payload
+//! in its source's real wire format:
+//! - checkout is deployed (GitHub) and starts failing, and nobody rolls it back
+//!   (deploy regression, escalated after 15 minutes);
+//! - payments is deployed, crash-loops, and is rolled back: its alerts resolve;
+//! - someone `kubectl edit`s cart, which Argo CD manages: OutOfSync, Degraded, errors
+//!   (GitOps drift);
+//! - a CI job lowers inventory's memory limit: its pods back off;
+//! - an operator modifies the ledger database (CloudTrail, delivered minutes late):
+//!   ledger, which depends on it, fails to write;
+//! - someone opens a shell in an orders pod and Falco fires;
+//! - frontend's config map changes and its 5xx alert follows;
+//! - a healthy search deploy, a node's full disk and an expiring certificate are
+//!   noise; Alertmanager re-sends what still fires.
+//!
+//! Times are relative to now.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -99,30 +110,53 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn demo_catalog() -> Catalog {
+    let svc = |name: &str, ns: &str| ServiceEntry {
+        name: name.into(),
+        namespace: Some(ns.into()),
+        ..ServiceEntry::default()
+    };
     Catalog {
         default_cluster: CLUSTER.into(),
         environments: [("production".to_owned(), CLUSTER.to_owned())].into(),
-        accounts: Default::default(),
+        accounts: [(ACCOUNT.to_owned(), CLUSTER.to_owned())].into(),
         services: vec![
             ServiceEntry {
-                name: "payments".into(),
-                namespace: Some("shop".into()),
                 workloads: vec!["payments-api".into()],
                 repos: vec!["acme/payments-service".into()],
-                resources: vec![],
-                ..ServiceEntry::default()
+                ..svc("payments", "shop")
             },
             ServiceEntry {
-                name: "checkout".into(),
-                namespace: Some("shop".into()),
-                workloads: vec!["checkout".into()],
                 repos: vec!["acme/checkout".into()],
-                resources: vec![],
-                ..ServiceEntry::default()
+                ..svc("checkout", "shop")
+            },
+            ServiceEntry {
+                argo_apps: vec!["cart-prod".into()],
+                ..svc("cart", "shop")
+            },
+            ServiceEntry {
+                repos: vec!["acme/search".into()],
+                ..svc("search", "shop")
+            },
+            ServiceEntry {
+                depends_on: vec!["ledger-db".into()],
+                ..svc("ledger", "finance")
+            },
+            ServiceEntry {
+                resources: vec![LEDGER_DB_ARN.into()],
+                ..svc("ledger-db", "finance")
+            },
+            svc("orders", "shop"),
+            svc("inventory", "shop"),
+            ServiceEntry {
+                configs: vec!["frontend-config".into()],
+                ..svc("frontend", "edge")
             },
         ],
     }
 }
+
+const ACCOUNT: &str = "111122223333";
+const LEDGER_DB_ARN: &str = "arn:aws:rds:eu-west-1:111122223333:db:ledger-db";
 
 /// One HTTP request of the scenario.
 struct Step {
@@ -135,7 +169,7 @@ struct Step {
 async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
     let client = HttpPoster::new(base)?;
     let steps = scenario(ProcessingTime::now());
-    let mut posted = 0;
+    let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
     for step in &steps {
         let headers: Vec<(&str, &str)> =
             step.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -150,10 +184,15 @@ async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
                 resp.text()
             );
         }
-        posted += 1;
+        let source = step.path.trim_start_matches("/ingest/");
+        let source = source.split('?').next().unwrap_or(source);
+        *by_source.entry(source).or_default() += 1;
     }
+    let sources: Vec<String> = by_source.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!(
-        "Posted {posted} webhooks (Alertmanager and GitHub, re-sends included) through the receivers."
+        "Posted {} webhooks through the receivers ({}), re-sends included.",
+        steps.len(),
+        sources.join(", ")
     );
     if !running.wait_quiescent(Duration::from_secs(60)).await {
         bail!("the engine did not finish correlating within 60s");
@@ -161,16 +200,19 @@ async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
     print_incidents(running).await
 }
 
+/// The scenario's clock: minutes and seconds after its start.
+struct Clock(i64);
+
+impl Clock {
+    fn at(&self, min: i64, sec: i64) -> EventTime {
+        EventTime::from_micros(self.0 + (min * 60 + sec) * 1_000_000)
+    }
+}
+
 fn scenario(now: ProcessingTime) -> Vec<Step> {
     // Start 30 minutes ago, on a whole minute, so the story reads well.
-    let start = (now.as_micros() / 60_000_000 - 30) * 60_000_000;
-    let at = |min: i64, sec: i64| EventTime::from_micros(start + (min * 60 + sec) * 1_000_000);
+    let c = Clock((now.as_micros() / 60_000_000 - 30) * 60_000_000);
     let mut steps = Vec::new();
-    let mut deploy_id = 1000u64;
-    let mut deploy = |steps: &mut Vec<Step>, repo: &str, sha: &str, state: &str, t: EventTime| {
-        deploy_id += 1;
-        steps.push(github_status(repo, sha, state, t, deploy_id));
-    };
 
     // 00:30 noise: a node's disk fills up (nothing to do with any deploy).
     let disk = alert(
@@ -182,32 +224,28 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
             ("severity", "warning"),
         ],
         "Disk on node-3 is 91% full",
-        at(0, 30),
+        c.at(0, 30),
         None,
     );
-    steps.push(am_webhook(
-        vec![disk.clone()],
-        "webhook 1 (NodeDiskPressure)",
-    ));
+    steps.push(am_webhook(vec![disk.clone()], "NodeDiskPressure"));
 
-    // 02:00 checkout 4f1c2ab rolls out.
-    deploy(
-        &mut steps,
+    // 02:00 checkout 4f1c2ab rolls out; 04:10 it fails. Nobody rolls it back.
+    let checkout_sha = "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3";
+    steps.push(github_status(
         "acme/checkout",
-        "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3",
+        checkout_sha,
         "in_progress",
-        at(1, 40),
-    );
-    deploy(
-        &mut steps,
+        c.at(1, 40),
+        1001,
+    ));
+    steps.push(github_status(
         "acme/checkout",
-        "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3",
+        checkout_sha,
         "success",
-        at(2, 0),
-    );
-
-    // 04:10 checkout starts failing.
-    let errors = alert(
+        c.at(2, 0),
+        1001,
+    ));
+    let checkout_errors = alert(
         "HighErrorRate",
         &[
             ("namespace", "shop"),
@@ -215,14 +253,14 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
             ("severity", "critical"),
         ],
         "5xx ratio above 5% on checkout",
-        at(4, 10),
+        c.at(4, 10),
         None,
     );
     steps.push(am_webhook(
-        vec![errors.clone()],
-        "webhook 2 (HighErrorRate)",
+        vec![checkout_errors.clone()],
+        "checkout HighErrorRate",
     ));
-    let latency = alert(
+    let checkout_latency = alert(
         "HighLatencyP99",
         &[
             ("namespace", "shop"),
@@ -230,23 +268,22 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
             ("severity", "warning"),
         ],
         "p99 latency above 800ms on checkout",
-        at(5, 0),
+        c.at(5, 0),
         None,
     );
-    // Alertmanager re-sends the still-firing group with the new alert added.
     steps.push(am_webhook(
-        vec![errors.clone(), latency.clone()],
-        "webhook 3 (re-send + HighLatencyP99)",
+        vec![checkout_errors.clone(), checkout_latency.clone()],
+        "checkout re-send + HighLatencyP99",
     ));
 
-    // 06:00 payments rolls out; 07:30 its pods crash-loop.
-    deploy(
-        &mut steps,
+    // 06:00 payments 9c8b7a6 rolls out; 07:30 it crash-loops; 12:00 rolled back.
+    steps.push(github_status(
         "acme/payments-service",
         "9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a392817160",
         "success",
-        at(6, 0),
-    );
+        c.at(6, 0),
+        1002,
+    ));
     let crash = alert(
         "KubePodCrashLooping",
         &[
@@ -256,7 +293,7 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
             ("severity", "critical"),
         ],
         "payments-api is restarting repeatedly",
-        at(7, 30),
+        c.at(7, 30),
         None,
     );
     let auth = alert(
@@ -267,22 +304,62 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
             ("severity", "critical"),
         ],
         "card authorisation failures above 2%",
-        at(8, 15),
+        c.at(8, 15),
         None,
     );
     steps.push(am_webhook(
         vec![crash.clone(), auth.clone()],
-        "webhook 4 (payments)",
+        "payments alerts",
     ));
 
+    // 08:00 alice edits cart by hand; Argo CD manages it.
+    steps.push(audit(
+        "a8c0e2d4-cart-edit",
+        c.at(8, 0),
+        "alice@acme.example",
+        "patch",
+        "deployments",
+        "shop",
+        "cart",
+        None,
+        Some(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "cart", "image": "ghcr.io/acme/cart:debug-alice"}]}}}})),
+    ));
+    steps.push(argocd(
+        "out-of-sync",
+        "cart-prod",
+        "OutOfSync",
+        "Healthy",
+        c.at(8, 40),
+    ));
+    steps.push(argocd(
+        "degraded",
+        "cart-prod",
+        "OutOfSync",
+        "Degraded",
+        c.at(10, 0),
+    ));
+    let cart_errors = alert(
+        "HighErrorRate",
+        &[
+            ("namespace", "shop"),
+            ("service", "cart"),
+            ("severity", "critical"),
+        ],
+        "5xx ratio above 5% on cart",
+        c.at(10, 30),
+        None,
+    );
+    steps.push(am_webhook(vec![cart_errors.clone()], "cart HighErrorRate"));
+
     // 09:00 search deploys and stays healthy.
-    deploy(
-        &mut steps,
+    steps.push(github_status(
         "acme/search",
         "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d",
         "success",
-        at(9, 0),
-    );
+        c.at(9, 0),
+        1003,
+    ));
 
     // 11:00 noise: a certificate nears expiry on the frontend.
     let cert = alert(
@@ -293,32 +370,142 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
             ("severity", "warning"),
         ],
         "TLS certificate for shop.example expires in 7 days",
-        at(11, 0),
+        c.at(11, 0),
         None,
     );
-    steps.push(am_webhook(vec![cert.clone()], "webhook 5 (certificate)"));
+    steps.push(am_webhook(vec![cert.clone()], "certificate"));
 
-    // 14:00 re-sends of everything still firing.
-    steps.push(am_webhook(
-        vec![errors, crash, auth, cert, disk],
-        "webhook 6 (re-sends)",
+    // 11:30 a CI job lowers inventory's memory limit; its pods back off.
+    steps.push(audit(
+        "b17f3a90-inventory-limits",
+        c.at(11, 30),
+        "system:serviceaccount:ci:deployer",
+        "patch",
+        "deployments",
+        "shop",
+        "inventory",
+        None,
+        Some(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "inventory", "resources": {"limits": {"memory": "128Mi"}}}]}}}})),
+    ));
+    steps.push(k8s_event(
+        "inventory-7c9d8f6b5-k2x9q",
+        "BackOff",
+        1,
+        c.at(13, 0),
+    ));
+    steps.push(k8s_event(
+        "inventory-7c9d8f6b5-k2x9q",
+        "BackOff",
+        2,
+        c.at(13, 40),
     ));
 
-    // 18:00 checkout latency recovers.
-    let latency_resolved = alert(
-        "HighLatencyP99",
+    // 12:00 payments is rolled back; its alerts resolve by 14:30.
+    steps.push(github_status(
+        "acme/payments-service",
+        "51e0d2c7b6a5f4e3d2c1b0a9f8e7d6c5b4a39281",
+        "success",
+        c.at(12, 0),
+        1004,
+    ));
+    steps.push(am_webhook(
+        vec![resolve(&crash, c.at(14, 0)), resolve(&auth, c.at(14, 30))],
+        "payments resolved",
+    ));
+
+    // 16:30 ledger fails to write; the RDS change at 15:00 arrives with CloudTrail's
+    // delivery delay, after the alert.
+    let ledger = alert(
+        "LedgerWriteErrors",
         &[
-            ("namespace", "shop"),
-            ("service", "checkout"),
-            ("severity", "warning"),
+            ("namespace", "finance"),
+            ("deployment", "ledger"),
+            ("severity", "critical"),
         ],
-        "p99 latency above 800ms on checkout",
-        at(5, 0),
-        Some(at(18, 0)),
+        "ledger writes failing: connection reset by database",
+        c.at(16, 30),
+        None,
+    );
+    steps.push(am_webhook(vec![ledger.clone()], "ledger LedgerWriteErrors"));
+
+    // 18:00 mallory opens a shell in an orders pod; Falco fires.
+    steps.push(audit(
+        "c29e5b71-orders-exec",
+        c.at(18, 0),
+        "mallory@acme.example",
+        "create",
+        "pods",
+        "shop",
+        "orders-6d8f9c7b5-q4w7z",
+        Some("exec"),
+        None,
+    ));
+    let falco = alert(
+        "FalcoAlert",
+        &[
+            ("source", "falco"),
+            ("rule", "Terminal shell in container"),
+            ("priority", "Warning"),
+            ("k8s_ns_name", "shop"),
+            ("k8s_pod_name", "orders-6d8f9c7b5-q4w7z"),
+            ("namespace", "shop"),
+            ("severity", "critical"),
+        ],
+        "A shell was spawned in a container with an attached terminal (user=root orders-6d8f9c7b5-q4w7z)",
+        c.at(18, 20),
+        None,
+    );
+    steps.push(am_webhook(vec![falco.clone()], "Falco"));
+
+    // 20:00 CI updates frontend's config map; 21:00 frontend 5xx.
+    steps.push(audit(
+        "d3a4b5c6-frontend-config",
+        c.at(20, 0),
+        "system:serviceaccount:ci:deployer",
+        "update",
+        "configmaps",
+        "edge",
+        "frontend-config",
+        None,
+        Some(json!({"data": {"FEATURE_NEW_CHECKOUT": "true", "CDN_ORIGIN": "origin-v2.shop.example"}})),
+    ));
+    let frontend_5xx = alert(
+        "HighErrorRate",
+        &[
+            ("namespace", "edge"),
+            ("service", "frontend"),
+            ("severity", "critical"),
+        ],
+        "5xx ratio above 5% on frontend",
+        c.at(21, 0),
+        None,
     );
     steps.push(am_webhook(
-        vec![latency_resolved],
-        "webhook 7 (HighLatencyP99 resolved)",
+        vec![frontend_5xx.clone()],
+        "frontend HighErrorRate",
+    ));
+
+    // CloudTrail delivers the 15:00 RDS change now.
+    steps.push(cloudtrail(
+        "ModifyDBInstance",
+        c.at(15, 0),
+        json!({"dBInstanceIdentifier": "ledger-db", "dBParameterGroupName": "ledger-pg-tuned", "applyImmediately": true}),
+    ));
+
+    // 22:00 Alertmanager re-sends everything still firing.
+    steps.push(am_webhook(
+        vec![
+            checkout_errors,
+            checkout_latency,
+            cart_errors,
+            cert,
+            disk,
+            ledger,
+            falco,
+            frontend_5xx,
+        ],
+        "re-sends",
     ));
     steps
 }
@@ -349,6 +536,14 @@ fn alert(
     })
 }
 
+/// The same alert, resolved at `ends`.
+fn resolve(alert: &Value, ends: EventTime) -> Value {
+    let mut a = alert.clone();
+    a["status"] = "resolved".into();
+    a["endsAt"] = ends.to_rfc3339().into();
+    a
+}
+
 fn am_webhook(alerts: Vec<Value>, what: &str) -> Step {
     let status = if alerts.iter().any(|a| a["status"] == "firing") {
         "firing"
@@ -370,7 +565,7 @@ fn am_webhook(alerts: Vec<Value>, what: &str) -> Step {
             "externalURL": "http://alertmanager.example:9093",
             "alerts": alerts,
         }),
-        what: what.to_owned(),
+        what: format!("Alertmanager webhook ({what})"),
     }
 }
 
@@ -397,7 +592,122 @@ fn github_status(repo: &str, sha: &str, state: &str, t: EventTime, deployment_id
             "repository": {"full_name": repo, "name": repo.rsplit('/').next().unwrap_or(repo), "html_url": html},
             "sender": {"login": "deploy-bot"},
         }),
-        what: format!("deployment_status {state} of {repo}"),
+        what: format!("GitHub deployment_status {state} of {repo}"),
+    }
+}
+
+/// A Kubernetes audit record (`ResponseComplete`) as the API server's webhook
+/// backend sends it.
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    audit_id: &str,
+    t: EventTime,
+    user: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+    subresource: Option<&str>,
+    request_object: Option<Value>,
+) -> Step {
+    let group = if resource == "deployments" {
+        "apps"
+    } else {
+        ""
+    };
+    let mut object_ref = json!({
+        "resource": resource, "namespace": namespace, "name": name,
+        "apiGroup": group, "apiVersion": "v1",
+    });
+    let mut uri = format!("/api/v1/namespaces/{namespace}/{resource}/{name}");
+    if let Some(sub) = subresource {
+        object_ref["subresource"] = sub.into();
+        uri.push_str(&format!("/{sub}?command=sh&stdin=true&tty=true"));
+    }
+    let groups = if user.starts_with("system:serviceaccount:") {
+        json!(["system:serviceaccounts", "system:authenticated"])
+    } else {
+        json!(["sre", "system:authenticated"])
+    };
+    let mut item = json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+        "auditID": audit_id, "stage": if subresource.is_some() { "ResponseStarted" } else { "ResponseComplete" },
+        "requestURI": uri, "verb": verb,
+        "user": {"username": user, "groups": groups},
+        "sourceIPs": ["10.20.0.17"], "userAgent": "kubectl/v1.30.2 (linux/amd64)",
+        "objectRef": object_ref,
+        "responseStatus": {"metadata": {}, "code": if subresource.is_some() { 101 } else { 200 }},
+        "requestReceivedTimestamp": t.to_rfc3339(), "stageTimestamp": t.to_rfc3339(),
+    });
+    if let Some(body) = request_object {
+        item["requestObject"] = body;
+    }
+    Step {
+        path: "/ingest/k8s-audit?cluster=prod-eu",
+        headers: vec![],
+        body: json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": [item]}),
+        what: format!("Kubernetes audit ({user} {verb} {resource}/{name})"),
+    }
+}
+
+/// A notification of the Argo CD template shipped in `deploy/argocd/`.
+fn argocd(notification: &str, app: &str, sync: &str, health: &str, t: EventTime) -> Step {
+    Step {
+        path: "/ingest/argocd",
+        headers: vec![],
+        body: json!({
+            "schema": "causeway.argocd/v1",
+            "notification": notification,
+            "event_id": format!("7f9e-{app}/{notification}/1c2d3e4/Succeeded/{health}/{sync}/{}", t.to_rfc3339()),
+            "app": app, "project": "shop", "namespace": "shop",
+            "destination_name": CLUSTER, "destination_server": "https://prod-eu.k8s.example",
+            "repo_url": "https://github.example/acme/deploy", "revision": "1c2d3e4f5a6b7c8d9e0f",
+            "phase": "Succeeded", "started_at": "", "finished_at": "",
+            "sync_status": sync, "health": health, "reconciled_at": t.to_rfc3339(),
+            "initiated_by": "", "images": ["ghcr.io/acme/cart:2.3.1"],
+            "app_url": format!("https://argocd.example/applications/{app}"),
+        }),
+        what: format!("Argo CD notification ({notification} {app})"),
+    }
+}
+
+/// A core/v1 Kubernetes Event about a pod.
+fn k8s_event(pod: &str, reason: &str, count: u32, t: EventTime) -> Step {
+    let container = pod.split('-').next().unwrap_or(pod);
+    Step {
+        path: "/ingest/k8s-events?cluster=prod-eu",
+        headers: vec![],
+        body: json!({
+            "kind": "Event", "apiVersion": "v1",
+            "metadata": {"name": format!("{pod}.17c4f2a9b3"), "namespace": "shop", "uid": format!("ev-{pod}-{reason}"),
+                         "creationTimestamp": t.to_rfc3339()},
+            "involvedObject": {"kind": "Pod", "namespace": "shop", "name": pod, "fieldPath": format!("spec.containers{{{container}}}")},
+            "reason": reason,
+            "message": format!("Back-off restarting failed container {container} in pod {pod}"),
+            "source": {"component": "kubelet", "host": "node-2"},
+            "firstTimestamp": t.to_rfc3339(), "lastTimestamp": t.to_rfc3339(), "count": count, "type": "Warning",
+        }),
+        what: format!("Kubernetes Event ({reason} {pod})"),
+    }
+}
+
+/// One CloudTrail record, as an S3 delivery's `{"Records": [...]}`.
+fn cloudtrail(event_name: &str, t: EventTime, params: Value) -> Step {
+    Step {
+        path: "/ingest/cloudtrail",
+        headers: vec![],
+        body: json!({"Records": [{
+            "eventVersion": "1.09",
+            "userIdentity": {"type": "AssumedRole", "principalId": "AROAEXAMPLE:ops-admin",
+                "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/ops-admin/jane"), "accountId": ACCOUNT,
+                "sessionContext": {"sessionIssuer": {"type": "Role", "userName": "ops-admin"}}},
+            "eventTime": t.to_rfc3339(), "eventSource": "rds.amazonaws.com", "eventName": event_name,
+            "awsRegion": "eu-west-1", "sourceIPAddress": "203.0.113.7", "userAgent": "aws-cli/2.15.0",
+            "requestParameters": params, "responseElements": null,
+            "eventID": "5d9f6c0e-8a1b-4c2d-9e3f-7a6b5c4d3e2f", "readOnly": false, "eventType": "AwsApiCall",
+            "recipientAccountId": ACCOUNT, "resources": [{"ARN": LEDGER_DB_ARN, "type": "AWS::RDS::DBInstance"}],
+        }]}),
+        what: format!("CloudTrail ({event_name})"),
     }
 }
 
@@ -407,14 +717,10 @@ async fn query_rows(running: &app::Running, sql: &str) -> anyhow::Result<Vec<Val
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("")
-}
-
 async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
     let incidents = query_rows(
         running,
-        "SELECT * FROM incidents_latest ORDER BY opened_at, incident_id",
+        "SELECT * FROM incidents_latest WHERE merged_into IS NULL ORDER BY opened_at, incident_id",
     )
     .await?;
     let versions = query_rows(running, "SELECT count(*) AS n FROM incidents").await?;
@@ -423,65 +729,14 @@ async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
     let event_rows = events.first().and_then(|v| v["n"].as_i64()).unwrap_or(0);
     println!(
         "Correlated {event_rows} distinct events into {} incidents, stored as {version_rows} incident versions\n\
-         (SELECT count(*) FROM incidents = {version_rows}, one row per version; FROM incidents_latest = {}).\n",
+         (SELECT count(*) FROM incidents = {version_rows}, one row per version).\n",
         incidents.len(),
-        incidents.len()
     );
     for inc in &incidents {
-        let id = s(inc, "incident_id");
+        let id = format::s(inc, "incident_id");
         let chain = query_rows(running, &format::chain_query(id)).await?;
-        println!("● [{}] {}", s(inc, "severity"), s(inc, "title"));
-        println!(
-            "  {id} · rule {} v{} · {}/{} · {} · version {} · {} events",
-            s(inc, "rule_id"),
-            inc["rule_version"],
-            s(inc, "scope"),
-            s(inc, "entity"),
-            s(inc, "state"),
-            inc["version"],
-            inc["event_count"],
-        );
-        let causes: Vec<&Value> = chain.iter().filter(|c| s(c, "role") == "cause").collect();
-        let others: Vec<&Value> = chain.iter().filter(|c| s(c, "role") != "cause").collect();
-        let indent = if causes.is_empty() {
-            "  "
-        } else {
-            for c in &causes {
-                println!(
-                    "  └─ cause   {}  {}",
-                    short_time(s(c, "time")),
-                    s(c, "summary")
-                );
-            }
-            "     "
-        };
-        for (i, e) in others.iter().enumerate() {
-            let branch = if i + 1 == others.len() {
-                "└─"
-            } else {
-                "├─"
-            };
-            let lag = e["lag_seconds"].as_f64().unwrap_or(0.0);
-            println!(
-                "{indent}{branch} {:<7} +{:<7} {} [{}] {}",
-                s(e, "role"),
-                human_lag(lag),
-                short_time(s(e, "time")),
-                s(e, "status"),
-                s(e, "summary")
-            );
-        }
+        print!("{}", format::incident_tree(inc, &chain));
         println!();
     }
     Ok(())
-}
-
-fn short_time(t: &str) -> &str {
-    // 2024-05-01T10:02:00Z → 10:02:00
-    t.get(11..19).unwrap_or(t)
-}
-
-fn human_lag(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    format!("{}m{:02}s", s / 60, s % 60)
 }

@@ -47,13 +47,191 @@ pub(crate) fn table(batches: &[RecordBatch]) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// The SQL that lists an incident's chain: each linked event with its role, lag
-/// and evidence. `id` must already be validated.
+/// The SQL that lists an incident's chain: every edge with its evidence (the rule,
+/// the cause it links to, the lag and the join key), and the event it points at,
+/// including the edges of incidents merged into it. `id` must already be validated.
 pub(crate) fn chain_query(id: &str) -> String {
     format!(
-        "SELECT ie.role, ie.lag_seconds, ie.linked_by, ie.rule_version, ie.join_key, \
+        "SELECT ie.incident_id AS via, ie.role, ie.lag_seconds, ie.linked_by, ie.rule_version, \
+                ie.cause_event_id, ie.join_key, \
                 e.event_id, e.source, e.kind, e.time, e.status, e.severity, e.summary \
          FROM incident_events ie JOIN events e ON e.event_id = ie.event_id \
-         WHERE ie.incident_id = '{id}' ORDER BY e.time, ie.role, e.event_id"
+         WHERE ie.incident_id = '{id}' \
+            OR ie.incident_id IN (SELECT incident_id FROM incidents WHERE merged_into = '{id}') \
+         ORDER BY e.time, ie.role, e.event_id, ie.linked_by"
     )
+}
+
+/// A string field of a JSON row ("" when missing).
+pub(crate) fn s<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+fn short_time(t: &str) -> &str {
+    // 2024-05-01T10:02:00Z → 10:02:00
+    t.get(11..19).unwrap_or(t)
+}
+
+fn human_lag(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// An incident as a terminal tree: its header, then its causal chain from the
+/// root cause down (each event under the cause it was linked to, with the rule
+/// and the lag), findings such as an unanswered absence, and resolutions.
+/// `chain` is the result of [`chain_query`].
+pub(crate) fn incident_tree(incident: &serde_json::Value, chain: &[serde_json::Value]) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt::Write;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "● [{}] {}",
+        s(incident, "severity"),
+        s(incident, "title")
+    );
+    let _ = writeln!(
+        out,
+        "  {} · rule {} v{} · {}/{} · {} (version {}) · {} events · opened {}{}",
+        s(incident, "incident_id"),
+        s(incident, "rule_id"),
+        incident["rule_version"],
+        s(incident, "scope"),
+        s(incident, "entity"),
+        s(incident, "state"),
+        incident["version"],
+        incident["event_count"],
+        short_time(s(incident, "opened_at")),
+        match incident["resolved_at"].as_str() {
+            Some(r) => format!(", resolved {}", short_time(r)),
+            None => String::new(),
+        }
+    );
+    let root = s(incident, "root_cause_event_id");
+    let mut events: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
+    // Every cause an event was linked to, with the rule and lag.
+    let mut causes: BTreeMap<&str, Vec<(&str, &str, f64)>> = BTreeMap::new();
+    let mut findings: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut resolutions: Vec<&serde_json::Value> = Vec::new();
+    for row in chain {
+        let event = s(row, "event_id");
+        events.entry(event).or_insert(row);
+        let cause = s(row, "cause_event_id");
+        match (s(row, "role"), cause) {
+            ("effect", c) if !c.is_empty() => causes.entry(event).or_default().push((
+                c,
+                s(row, "linked_by"),
+                row["lag_seconds"].as_f64().unwrap_or(0.0),
+            )),
+            ("context", _) if s(row, "status") == "resolved" => resolutions.push(row),
+            ("context", _) => findings.entry(event).or_default().push(format!(
+                "⚠ nothing followed within {} [{}]",
+                human_lag(row["lag_seconds"].as_f64().unwrap_or(0.0)),
+                s(row, "linked_by")
+            )),
+            _ => {}
+        }
+    }
+    let time = |e: &str| events.get(e).map_or("", |r| s(r, "time"));
+    // Each event hangs under its nearest cause (the latest), so a chain reads
+    // A → B → C even when C was also linked to A directly.
+    let mut children: BTreeMap<&str, Vec<(&str, &str, f64)>> = BTreeMap::new();
+    let mut has_parent: BTreeSet<&str> = BTreeSet::new();
+    for (event, links) in &causes {
+        let Some(&(cause, rule, lag)) = links
+            .iter()
+            .filter(|(c, _, _)| events.contains_key(c) && c != event)
+            .max_by_key(|(c, _, _)| (time(c), *c))
+        else {
+            continue;
+        };
+        has_parent.insert(event);
+        children.entry(cause).or_default().push((event, rule, lag));
+    }
+    for kids in children.values_mut() {
+        kids.sort_by_key(|(e, _, _)| (time(e), *e));
+    }
+    let resolved: BTreeSet<&str> = resolutions.iter().map(|r| s(r, "event_id")).collect();
+    // Tops: the root cause first, then other events nothing caused, by time.
+    let mut tops: Vec<&str> = events
+        .keys()
+        .copied()
+        .filter(|e| !has_parent.contains(e) && !resolved.contains(e))
+        .collect();
+    tops.sort_by_key(|e| (*e != root, time(e)));
+    let line = |row: &serde_json::Value| {
+        format!(
+            "{} {:<9} {:<12} {:<10} {}",
+            short_time(s(row, "time")),
+            s(row, "kind"),
+            s(row, "source"),
+            s(row, "status"),
+            s(row, "summary")
+        )
+    };
+    // Depth-first: (indent, event, the rule and lag it was linked by, whether it
+    // is its parent's last child).
+    type Visit<'a> = (String, &'a str, Option<(&'a str, f64)>, bool);
+    let mut stack: Vec<Visit<'_>> = Vec::new();
+    for (i, top) in tops.iter().enumerate().rev() {
+        stack.push((String::from("  "), top, None, i + 1 == tops.len()));
+    }
+    let mut shown: BTreeSet<&str> = BTreeSet::new();
+    while let Some((indent, event, link, last)) = stack.pop() {
+        if !shown.insert(event) {
+            continue;
+        }
+        let Some(row) = events.get(event) else {
+            continue;
+        };
+        let branch = if last { "└─" } else { "├─" };
+        let mark = if event == root {
+            "  ← root cause"
+        } else if link.is_none() && children.contains_key(event) {
+            "  ← also a candidate cause"
+        } else {
+            ""
+        };
+        match link {
+            Some((rule, lag)) => {
+                let _ = writeln!(
+                    out,
+                    "{indent}{branch} +{:<6} {}  [{rule}]",
+                    human_lag(lag),
+                    line(row)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{indent}{branch} {}{mark}", line(row));
+            }
+        }
+        let child_indent = format!("{indent}{}", if last { "   " } else { "│  " });
+        for f in findings.get(event).into_iter().flatten() {
+            let _ = writeln!(out, "{child_indent}{f}");
+        }
+        let kids = children.get(event).map(Vec::as_slice).unwrap_or(&[]);
+        for (j, (child, rule, lag)) in kids.iter().enumerate().rev() {
+            stack.push((
+                child_indent.clone(),
+                child,
+                Some((rule, *lag)),
+                j + 1 == kids.len(),
+            ));
+        }
+    }
+    for r in resolutions {
+        let _ = writeln!(
+            out,
+            "  ✓ {} resolved   {}",
+            short_time(s(r, "time")),
+            s(r, "summary")
+        );
+    }
+    out
 }

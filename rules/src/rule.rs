@@ -35,6 +35,11 @@ pub const MAX_RULES: usize = 63;
 #[serde(deny_unknown_fields)]
 struct RuleFile {
     version: u32,
+    /// Free-form values for YAML anchors (`&symptom`) that rules reuse with
+    /// aliases (`*symptom`); not read otherwise.
+    #[serde(default)]
+    #[allow(dead_code)]
+    definitions: Option<serde_yaml::Value>,
     #[serde(default)]
     rules: Vec<RuleSpec>,
 }

@@ -1,10 +1,12 @@
 //! Argo CD notifications decoder: exactly the body of the template Causeway ships
 //! in `deploy/argocd/causeway-notifications.yaml` (`"schema": "causeway.argocd/v1"`).
 //!
-//! A finished sync is a `deploy` at `finishedAt` (status success, failure or
-//! error); a degraded application is an alert (`ArgoCDAppDegraded`), so it can be
-//! the effect of a deploy; an out-of-sync application is a `change`: running state
-//! and Git disagree (drift). The scope is the destination name, else its server
+//! The template says which trigger fired (`notification`): a finished sync is a
+//! `deploy` at `finishedAt` (status success, failure or error); a degraded
+//! application is an alert (`ArgoCDAppDegraded`), so it can be the effect of a
+//! deploy; an out-of-sync application is a `change`: running state and Git
+//! disagree (drift). A body without `notification` (an older template) is read
+//! from its phase and statuses. The scope is the destination name, else its server
 //! (the in-cluster server is the default cluster); the entity is the application,
 //! through the catalog.
 
@@ -23,6 +25,9 @@ const SCHEMA: &str = "causeway.argocd/v1";
 #[serde(deny_unknown_fields)]
 struct Notification {
     schema: String,
+    /// `sync-finished`, `degraded` or `out-of-sync`.
+    #[serde(default)]
+    notification: String,
     event_id: String,
     app: String,
     #[serde(default)]
@@ -93,28 +98,35 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     }
     let finished = time_of("finished_at", &n.finished_at)?;
     let reconciled = time_of("reconciled_at", &n.reconciled_at)?;
-    let (kind, status, time, severity) = match (n.phase.as_str(), finished) {
-        ("Succeeded", Some(t)) => (EventKind::Deploy, "success", t, Severity::None),
-        ("Failed", Some(t)) => (EventKind::Deploy, "failure", t, Severity::Warning),
-        ("Error", Some(t)) => (EventKind::Deploy, "error", t, Severity::Warning),
-        _ if n.health == "Degraded" => (
-            EventKind::Alert,
-            "firing",
-            reconciled.or(finished).unwrap_or_else(|| now(cx)),
-            Severity::Error,
-        ),
-        _ if n.sync_status == "OutOfSync" => (
+    let observed = reconciled.or(finished).unwrap_or_else(|| now(cx));
+    let (kind, status, time, severity) = match (n.notification.as_str(), n.phase.as_str(), finished)
+    {
+        ("degraded", _, _) => (EventKind::Alert, "firing", observed, Severity::Error),
+        ("out-of-sync", _, _) => (
             EventKind::Change,
             "out_of_sync",
-            reconciled.or(finished).unwrap_or_else(|| now(cx)),
+            observed,
             Severity::Warning,
         ),
-        _ => {
+        ("sync-finished", "Succeeded", Some(t)) => {
+            (EventKind::Deploy, "success", t, Severity::None)
+        }
+        ("sync-finished", "Failed", Some(t)) => {
+            (EventKind::Deploy, "failure", t, Severity::Warning)
+        }
+        ("sync-finished", "Error", Some(t)) => (EventKind::Deploy, "error", t, Severity::Warning),
+        ("sync-finished", phase, _) => {
+            return Err(Error::Unsupported {
+                source_name: SOURCE,
+                reason: format!("sync-finished with phase {phase:?} and no finishedAt"),
+            });
+        }
+        ("", _, _) => legacy(&n, finished, observed)?,
+        (other, _, _) => {
             return Err(Error::Unsupported {
                 source_name: SOURCE,
                 reason: format!(
-                    "nothing to record: phase {:?}, health {:?}, sync {:?}",
-                    n.phase, n.health, n.sync_status
+                    "notification {other:?} (expected sync-finished, degraded or out-of-sync)"
                 ),
             });
         }
@@ -181,6 +193,36 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     }])
 }
 
+/// A body without `notification`: read from the last operation's phase and the
+/// statuses.
+fn legacy(
+    n: &Notification,
+    finished: Option<EventTime>,
+    observed: EventTime,
+) -> Result<(EventKind, &'static str, EventTime, Severity)> {
+    Ok(match (n.phase.as_str(), finished) {
+        ("Succeeded", Some(t)) => (EventKind::Deploy, "success", t, Severity::None),
+        ("Failed", Some(t)) => (EventKind::Deploy, "failure", t, Severity::Warning),
+        ("Error", Some(t)) => (EventKind::Deploy, "error", t, Severity::Warning),
+        _ if n.health == "Degraded" => (EventKind::Alert, "firing", observed, Severity::Error),
+        _ if n.sync_status == "OutOfSync" => (
+            EventKind::Change,
+            "out_of_sync",
+            observed,
+            Severity::Warning,
+        ),
+        _ => {
+            return Err(Error::Unsupported {
+                source_name: SOURCE,
+                reason: format!(
+                    "nothing to record: phase {:?}, health {:?}, sync {:?}",
+                    n.phase, n.health, n.sync_status
+                ),
+            });
+        }
+    })
+}
+
 fn now(cx: &DecodeContext<'_>) -> EventTime {
     EventTime::from_micros(cx.received_at.as_micros())
 }
@@ -231,6 +273,49 @@ mod tests {
         assert_eq!(a.attr("alertname"), Some("ArgoCDAppDegraded"));
         let o = &decode(body("", "Healthy", "OutOfSync", "").as_bytes(), &cx(&c)).expect("ok")[0];
         assert_eq!(o.kind, EventKind::Change);
+    }
+
+    #[test]
+    fn the_trigger_named_by_the_template_decides_what_a_notification_is() {
+        let c = Catalog::default();
+        let named = |n: &str, phase: &str, health: &str, sync: &str| {
+            body(phase, health, sync, "2024-05-01T10:00:00Z").replacen(
+                "\"event_id\"",
+                &format!("\"notification\":\"{n}\",\"event_id\""),
+                1,
+            )
+        };
+        // Drift after an earlier successful sync: a change at reconciliation, not
+        // that old sync again.
+        let o = &decode(
+            named("out-of-sync", "Succeeded", "Healthy", "OutOfSync").as_bytes(),
+            &cx(&c),
+        )
+        .expect("ok")[0];
+        assert_eq!(
+            (o.kind, o.status.as_str()),
+            (EventKind::Change, "out_of_sync")
+        );
+        assert_eq!(o.time.to_rfc3339(), "2024-05-01T10:05:00Z");
+        let d = &decode(
+            named("degraded", "Succeeded", "Degraded", "Synced").as_bytes(),
+            &cx(&c),
+        )
+        .expect("ok")[0];
+        assert_eq!((d.kind, d.status.as_str()), (EventKind::Alert, "firing"));
+        let s = &decode(
+            named("sync-finished", "Failed", "Degraded", "OutOfSync").as_bytes(),
+            &cx(&c),
+        )
+        .expect("ok")[0];
+        assert_eq!((s.kind, s.status.as_str()), (EventKind::Deploy, "failure"));
+        let unknown = named("mystery", "Succeeded", "Healthy", "Synced");
+        assert!(
+            decode(unknown.as_bytes(), &cx(&c))
+                .expect_err("unknown trigger")
+                .to_string()
+                .contains("mystery")
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Mutating calls are `change` events, read-only calls (`readOnly`, else a
 //! `Describe`/`Get`/`List`/`Head`/`Lookup` name) are `audit` events. The scope is
-//! the account the call acted on; the entity is the first resource ARN (or the
+//! the cluster the catalog's `accounts` maps the account the call acted on to,
+//! else the account itself; the entity is the first resource ARN (or the
 //! request's resource identifier) mapped through the catalog. Only `eventVersion`
 //! 1.x is accepted. The request parameters are kept, as JSON, for rules and people.
 
@@ -169,6 +170,7 @@ fn record_event(rec: Record, raw: &str, cx: &DecodeContext<'_>) -> Result<Event>
         _ => Severity::Info,
     };
     let mut attributes = BTreeMap::new();
+    attributes.insert("account".into(), account.clone());
     attributes.insert("event_name".into(), rec.event_name.clone());
     attributes.insert("event_source".into(), rec.event_source.clone());
     attributes.insert("read_only".into(), read_only.to_string());
@@ -215,7 +217,9 @@ fn record_event(rec: Record, raw: &str, cx: &DecodeContext<'_>) -> Result<Event>
         },
         time,
         ingested_at: cx.received_at,
-        scope: account,
+        // The cluster the catalog maps the account to, so cloud changes join that
+        // cluster's alerts; else the account.
+        scope: cx.catalog.scope_for_account(&account),
         entity,
         severity,
         status: status.into(),
@@ -272,6 +276,14 @@ mod tests {
         assert_eq!(d.kind, EventKind::Audit);
         assert_eq!(d.entity, "ec2");
         assert_eq!(d.attr("actor"), Some("ops"));
+        // An account the catalog maps to a cluster is correlated in that cluster.
+        let mapped = Catalog {
+            accounts: [("111122223333".to_owned(), "prod-eu".to_owned())].into(),
+            ..c
+        };
+        let events = decode(MODIFY.as_bytes(), &cx(&mapped)).expect("decodes");
+        assert_eq!(events[0].scope, "prod-eu");
+        assert_eq!(events[0].attr("account"), Some("111122223333"));
     }
 
     #[test]

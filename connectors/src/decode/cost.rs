@@ -171,6 +171,7 @@ fn focus_event(row: Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Event>
     };
     let scope = text(&row, "SubAccountId")
         .or_else(|| text(&row, "BillingAccountId"))
+        .map(|account| cx.catalog.scope_for_account(&account))
         .unwrap_or_else(|| cx.catalog.default_cluster.clone());
     let effective = text(&row, "EffectiveCost").or_else(|| text(&row, "BilledCost"));
     let effective_num = effective

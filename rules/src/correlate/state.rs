@@ -125,6 +125,16 @@ impl CatalogIndex {
     }
 }
 
+/// What the catalog says about a subject, for `service` and `depends_on` joins:
+/// computed once per subject, not per event.
+#[derive(Debug)]
+struct SubjectJoins {
+    service: Arc<str>,
+    service_key: u64,
+    /// Every entity the subject's service depends on, with its key.
+    dependencies: Vec<(u64, Arc<str>)>,
+}
+
 /// A scope and entity, interned: most events share a few of them.
 #[derive(Debug, Serialize, Deserialize)]
 struct Subject {
@@ -419,6 +429,10 @@ pub struct Correlator {
     /// Interned alert names and subjects (rebuilt after a restore).
     names: FxHashSet<Arc<str>>,
     subjects: FxHashMap<u64, Arc<Subject>>,
+    /// Catalog relations per subject key (derived; rebuilt on demand).
+    joins: FxHashMap<u64, Arc<SubjectJoins>>,
+    /// Whether any rule joins through the catalog.
+    catalog_joins: bool,
 }
 
 fn bits(mut set: u64) -> impl Iterator<Item = u8> {
@@ -470,7 +484,12 @@ impl Correlator {
             .enumerate()
             .filter(|(_, r)| r.absence.is_some())
             .fold(0u64, |acc, (i, _)| acc | (1 << i));
+        let catalog_joins = rules
+            .iter()
+            .any(|r| matches!(r.join, JoinKind::Service | JoinKind::DependsOn));
         Correlator {
+            catalog_joins,
+            joins: FxHashMap::default(),
             rules,
             absence_rules,
             catalog: CatalogIndex::new(catalog),
@@ -568,6 +587,10 @@ impl Correlator {
             Some(_) => s.clone(),
             None => {
                 self.subjects.insert(s.key, s.clone());
+                if self.catalog_joins && !self.joins.contains_key(&s.key) {
+                    let joins = Arc::new(self.subject_joins(s));
+                    self.joins.insert(s.key, joins);
+                }
                 s.clone()
             }
         }
@@ -589,7 +612,33 @@ impl Correlator {
         // On a (64-bit) collision the first subject keeps the slot; the other is
         // simply not shared.
         self.subjects.entry(key).or_insert_with(|| s.clone());
+        if self.catalog_joins && !self.joins.contains_key(&key) {
+            let joins = Arc::new(self.subject_joins(&s));
+            self.joins.insert(key, joins);
+        }
         s
+    }
+
+    fn subject_joins(&self, s: &Subject) -> SubjectJoins {
+        let service = self
+            .catalog
+            .service_of(&s.entity)
+            .cloned()
+            .unwrap_or_else(|| s.entity.clone());
+        let dependencies = self
+            .catalog
+            .dependencies
+            .get(&service)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|d| (key_hash(&[&s.scope, d]), d.clone()))
+            .collect();
+        SubjectJoins {
+            service_key: key_hash(&[&s.scope, &service]),
+            service,
+            dependencies,
+        }
     }
 
     fn intern_name(&mut self, name: &str) -> Arc<str> {
@@ -898,48 +947,32 @@ impl Correlator {
         let Some(rule) = self.rules.get(usize::from(r)) else {
             return keys;
         };
-        let scope = &*p.subject.scope;
         match rule.join {
             JoinKind::Entity => keys.push(Key {
                 hash: p.subject.key,
                 value: None,
             }),
-            JoinKind::Service => {
-                let service = self
-                    .catalog
-                    .service_of(&p.subject.entity)
-                    .cloned()
-                    .unwrap_or_else(|| p.subject.entity.clone());
-                keys.push(Key {
-                    hash: key_hash(&[scope, &service]),
-                    value: Some(service),
-                });
-            }
-            JoinKind::DependsOn => {
-                let service = self
-                    .catalog
-                    .service_of(&p.subject.entity)
-                    .cloned()
-                    .unwrap_or_else(|| p.subject.entity.clone());
-                match side {
-                    Side::Cause => keys.push(Key {
-                        hash: key_hash(&[scope, &service]),
-                        value: Some(service),
-                    }),
-                    Side::Effect => {
-                        for dep in self
-                            .catalog
-                            .dependencies
-                            .get(&service)
-                            .map(Vec::as_slice)
-                            .unwrap_or(&[])
-                        {
-                            keys.push(Key {
-                                hash: key_hash(&[scope, dep]),
-                                value: Some(dep.clone()),
-                            });
-                        }
+            JoinKind::Service | JoinKind::DependsOn => {
+                let computed;
+                let joins = match self.joins.get(&p.subject.key) {
+                    Some(j) => &**j,
+                    None => {
+                        computed = self.subject_joins(&p.subject);
+                        &computed
                     }
+                };
+                if rule.join == JoinKind::DependsOn && side == Side::Effect {
+                    for (hash, dep) in &joins.dependencies {
+                        keys.push(Key {
+                            hash: *hash,
+                            value: Some(dep.clone()),
+                        });
+                    }
+                } else {
+                    keys.push(Key {
+                        hash: joins.service_key,
+                        value: Some(joins.service.clone()),
+                    });
                 }
             }
             JoinKind::Expr => {
@@ -2188,6 +2221,8 @@ impl Correlator {
             .retain(|_, b| b.last.is_some_and(|l| l.plus(BASELINE_RETENTION) >= w));
         self.names.retain(|n| Arc::strong_count(n) > 1);
         self.subjects.retain(|_, s| Arc::strong_count(s) > 1);
+        let subjects = &self.subjects;
+        self.joins.retain(|k, _| subjects.contains_key(k));
     }
 }
 
