@@ -21,6 +21,14 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/actions", get(actions_pending))
+        .route("/api/v1/actions/{id}/approve", post(approve))
+        .route("/api/v1/actions/{id}/deny", post(deny))
+        .route("/api/v1/runbooks/{name}/resume", post(resume))
+        .route(
+            "/api/v1/kill-switch",
+            get(kill_switch_state).post(set_kill_switch),
+        )
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -49,6 +57,84 @@ impl From<EngineError> for ApiError {
             }
         }
     }
+}
+
+impl From<crate::actions::CommandError> for ApiError {
+    fn from(e: crate::actions::CommandError) -> Self {
+        use crate::actions::CommandError as C;
+        match e {
+            C::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+            C::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            C::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        }
+    }
+}
+
+/// Who decides on an action: `{"approver": "alice@example.com"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRequest {
+    approver: String,
+}
+
+async fn approve(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Json<ApprovalRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let decisions = shared.actions.approve(&id, &req.approver)?;
+    Ok(Json(decisions_json(&id, &decisions)))
+}
+
+async fn deny(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    body: Result<Json<ApprovalRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let decisions = shared.actions.deny(&id, &req.approver)?;
+    Ok(Json(decisions_json(&id, &decisions)))
+}
+
+/// The answer to approve/deny: the new decision rows (none when it repeats an
+/// earlier, identical decision).
+fn decisions_json(id: &str, decisions: &[causeway_rules::runbook::Decision]) -> serde_json::Value {
+    serde_json::json!({
+        "action_id": id,
+        "decisions": decisions.iter().map(crate::actions::decision_json).collect::<Vec<_>>(),
+    })
+}
+
+async fn actions_pending(State(shared): State<Shared>) -> Json<serde_json::Value> {
+    Json(shared.actions.pending())
+}
+
+async fn resume(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    shared.actions.resume(&name)?;
+    Ok(Json(serde_json::json!({"runbook": name, "halted": false})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitchRequest {
+    on: bool,
+}
+
+async fn kill_switch_state(State(shared): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"on": shared.actions.kill_switch()}))
+}
+
+async fn set_kill_switch(
+    State(shared): State<Shared>,
+    body: Result<Json<KillSwitchRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    shared.actions.set_kill_switch(req.on);
+    Ok(Json(serde_json::json!({"on": req.on})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::{self, Actions};
 use crate::api;
 use crate::config::Loaded;
 use crate::kafka_engine::KafkaEngine;
@@ -53,6 +54,7 @@ pub(crate) struct Shared {
     pub(crate) engine_healthy: Arc<AtomicBool>,
     pub(crate) draining: CancellationToken,
     pub(crate) limits: causeway_engine::QueryLimits,
+    pub(crate) actions: Actions,
 }
 
 /// Starts everything; returns once the HTTP listener is bound.
@@ -60,6 +62,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     let config = &loaded.config;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    crate::config::StoredSettings::save(loaded)?;
     let kafka = config.kafka.settings()?;
     let engine = Engine::open(EngineOptions {
         data_dir: config.data_dir.clone(),
@@ -76,6 +79,19 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     .context("cannot open the engine")?;
     let reader = HistoryReader::live(engine.history());
     let cancel = CancellationToken::new();
+    crate::metrics::init();
+    let (actions, exec_queue) = Actions::new(
+        &loaded.rules,
+        &config.catalog,
+        &engine,
+        config.runbooks.kill_switch,
+        kafka
+            .is_none()
+            .then(|| config.data_dir.join("actions").join("stream.jsonl")),
+    )?;
+    // The kernel's own events (a runbook out of budget) go through the event log
+    // like any other, so the storm is correlated.
+    let (own_events, own_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine_healthy = Arc::new(AtomicBool::new(true));
     let (status_tx, status) = watch::channel(engine.status());
     let mut tasks = JoinSet::new();
@@ -93,10 +109,14 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             tasks.spawn(engine_loop(
                 engine,
                 consumer,
-                config.engine.commit_interval,
-                cancel.clone(),
-                status_tx,
-                engine_healthy.clone(),
+                EngineLoop {
+                    commit_interval: config.engine.commit_interval,
+                    cancel: cancel.clone(),
+                    status: status_tx,
+                    healthy: engine_healthy.clone(),
+                    actions: actions.clone(),
+                    own_events: own_events.clone(),
+                },
             ));
             (Arc::new(log.clone()), Some(log))
         }
@@ -118,7 +138,13 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                     .map(|r| r.context("kafka source")),
                 );
             }
-            let group = KafkaEngine::new(settings, engine, status_tx)?;
+            let group = KafkaEngine::new(
+                settings,
+                engine,
+                status_tx,
+                actions.clone(),
+                own_events.clone(),
+            )?;
             let commit_interval = config.engine.commit_interval;
             let (stop, healthy) = (cancel.clone(), engine_healthy.clone());
             tasks.spawn_blocking(move || group.run(commit_interval, stop, healthy));
@@ -146,12 +172,26 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         }),
     });
     let log_dyn_handle = log_dyn.clone();
+    tasks.spawn(actions::deliver(
+        actions.clone(),
+        exec_queue,
+        config.runbooks.retry_policy(),
+        config.runbooks.concurrency,
+        cancel.clone(),
+    ));
+    tasks.spawn(append_own_events(
+        own_events_rx,
+        log_dyn.clone(),
+        cancel.clone(),
+    ));
+    drop(own_events);
     let shared = Shared {
         reader: reader.clone(),
         log: log_dyn,
         engine_healthy,
         draining: cancel.clone(),
         limits: config.query_limits(),
+        actions,
     };
     let app = receivers.merge(api::router(shared));
     let listener = TcpListener::bind(listen)
@@ -251,40 +291,74 @@ impl Running {
     }
 }
 
-async fn engine_loop(
-    mut engine: Engine,
-    mut consumer: EmbeddedConsumer,
+/// What the embedded engine loop needs besides the engine and the log.
+struct EngineLoop {
     commit_interval: Duration,
     cancel: CancellationToken,
     status: watch::Sender<EngineStatus>,
     healthy: Arc<AtomicBool>,
+    actions: Actions,
+    own_events: tokio::sync::mpsc::UnboundedSender<Vec<causeway_rules::Event>>,
+}
+
+async fn engine_loop(
+    mut engine: Engine,
+    mut consumer: EmbeddedConsumer,
+    l: EngineLoop,
 ) -> anyhow::Result<()> {
     let mut last_commit = Instant::now();
     loop {
         let records = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = l.cancel.cancelled() => break,
             r = consumer.poll(4096, Duration::from_millis(250)) => r.context("reading the event log")?,
         };
         let now = ProcessingTime::now();
         let records = positioned(records);
-        tokio::task::block_in_place(|| engine.process(records, now))
+        l.actions.observe(records.iter().map(|(_, e)| e));
+        let out = tokio::task::block_in_place(|| engine.process(records, now))
             .context("correlating events")?;
-        if engine.is_dirty() && last_commit.elapsed() >= commit_interval {
+        l.actions.on_output(&out, now);
+        let (_, own) = l.actions.flush(&mut engine)?;
+        if !own.is_empty() {
+            // The receiver lives as long as the log; a closed one means shutdown.
+            let _ = l.own_events.send(own);
+        }
+        if engine.is_dirty() && last_commit.elapsed() >= l.commit_interval {
             match tokio::task::block_in_place(|| engine.commit()) {
-                Ok(()) => healthy.store(true, Ordering::Relaxed),
+                Ok(()) => l.healthy.store(true, Ordering::Relaxed),
                 Err(error) => {
                     // Keep the rows pending and try again next interval.
-                    healthy.store(false, Ordering::Relaxed);
+                    l.healthy.store(false, Ordering::Relaxed);
                     tracing::error!(%error, "history commit failed; will retry");
                 }
             }
             last_commit = Instant::now();
         }
-        status.send_replace(engine.status());
+        l.status.send_replace(engine.status());
     }
+    l.actions.flush(&mut engine)?;
     tokio::task::block_in_place(|| engine.commit()).context("final history commit")?;
-    status.send_replace(engine.status());
+    l.status.send_replace(engine.status());
     tracing::info!("engine stopped after a final commit");
+    Ok(())
+}
+
+/// Appends the runbook kernel's own events to the event log until shutdown.
+async fn append_own_events(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<causeway_rules::Event>>,
+    log: Arc<dyn EventLog>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let events = tokio::select! {
+            () = cancel.cancelled() => break,
+            e = rx.recv() => match e { Some(e) => e, None => break },
+        };
+        let n = events.len();
+        if let Err(error) = log.append(events).await {
+            tracing::error!(%error, n, "could not append the runbook kernel's events");
+        }
+    }
     Ok(())
 }
 

@@ -29,6 +29,54 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) kafka: KafkaConfig,
     pub(crate) catalog: Catalog,
+    /// Runbook triggering: the kill switch and webhook delivery.
+    #[serde(default)]
+    pub(crate) runbooks: RunbooksConfig,
+}
+
+/// `runbooks:` — the global kill switch and how webhooks are delivered. Runbooks
+/// themselves are declared in rule files, next to the rules that name them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RunbooksConfig {
+    /// Start with every trigger refused (also `POST /api/v1/kill-switch`).
+    pub(crate) kill_switch: bool,
+    /// Attempts per webhook delivery, the first included.
+    pub(crate) max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub(crate) initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) max_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) request_timeout: Duration,
+    /// Deliveries in progress at once.
+    pub(crate) concurrency: usize,
+}
+
+impl Default for RunbooksConfig {
+    fn default() -> Self {
+        let p = causeway_connectors::webhook::RetryPolicy::default();
+        RunbooksConfig {
+            kill_switch: false,
+            max_attempts: p.max_attempts,
+            initial_backoff: p.initial_backoff,
+            max_backoff: p.max_backoff,
+            request_timeout: p.request_timeout,
+            concurrency: 16,
+        }
+    }
+}
+
+impl RunbooksConfig {
+    /// The delivery retry policy.
+    pub(crate) fn retry_policy(&self) -> causeway_connectors::webhook::RetryPolicy {
+        causeway_connectors::webhook::RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            request_timeout: self.request_timeout,
+        }
+    }
 }
 
 /// `kafka:` — brokers, topic names, the engines' group, pass-through librdkafka
@@ -332,6 +380,7 @@ impl Default for Config {
                 github: GithubConfig::default(),
                 auth: Default::default(),
             },
+            runbooks: RunbooksConfig::default(),
             engine: EngineConfig {
                 rules_dir: None,
                 group_interval: c.group_interval,
@@ -568,5 +617,70 @@ impl Config {
             timeout: self.sql.timeout,
             memory_bytes: self.sql.memory_limit_bytes,
         }
+    }
+}
+
+/// What correlation ran with, saved in the data dir at start so `causeway replay`
+/// reproduces the stored incidents without being told the catalog and rules again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoredSettings {
+    pub(crate) engine: EngineConfig,
+    pub(crate) catalog: Catalog,
+    /// The rule pack as one rule file.
+    pub(crate) rules: String,
+}
+
+impl StoredSettings {
+    const FILE: &'static str = "engine/settings.yaml";
+
+    /// Writes the running configuration's settings (atomically: temp file, rename).
+    pub(crate) fn save(loaded: &Loaded) -> anyhow::Result<()> {
+        let settings = StoredSettings {
+            engine: loaded.config.engine.clone(),
+            catalog: loaded.config.catalog.clone(),
+            rules: serde_yaml::to_string(&serde_json::json!({
+                "version": 1,
+                "rules": loaded.rules.rules(),
+            }))?,
+        };
+        let path = loaded.config.data_dir.join(Self::FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let tmp = path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, serde_yaml::to_string(&settings)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
+    /// The settings a data dir was last run with, if it records them.
+    pub(crate) fn load(data_dir: &Path) -> anyhow::Result<Option<StoredSettings>> {
+        let path = data_dir.join(Self::FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_yaml::from_str(&text)
+                .map(Some)
+                .with_context(|| format!("cannot read the stored settings {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// The stored rule pack.
+    pub(crate) fn rule_pack(&self) -> anyhow::Result<RulePack> {
+        let pack = RulePack::from_files(&[("stored settings", self.rules.as_str())])?;
+        compile_rules(&pack)?;
+        Ok(pack)
+    }
+
+    /// The correlator tuning these settings give.
+    pub(crate) fn correlator(&self) -> CorrelatorConfig {
+        Config {
+            engine: self.engine.clone(),
+            ..Config::default()
+        }
+        .correlator()
     }
 }

@@ -37,6 +37,9 @@ struct Core {
     state: StateStore,
     incidents_topic: String,
     late_topic: String,
+    actions_topic: String,
+    actions: crate::actions::Actions,
+    own_events: tokio::sync::mpsc::UnboundedSender<Vec<causeway_rules::Event>>,
     status: watch::Sender<EngineStatus>,
     /// A hash of the state last saved per partition: unchanged state is not
     /// written again.
@@ -110,6 +113,22 @@ impl Core {
                 &event.source,
                 &serde_json::to_vec(&body)?,
             )?;
+        }
+        Ok(())
+    }
+
+    /// Decides on the output's incidents and publishes the decisions on
+    /// `causeway.actions`, keyed by action id.
+    fn emit_actions(&mut self, out: &EngineOutput, now: ProcessingTime) -> anyhow::Result<()> {
+        self.actions.on_output(out, now);
+        let (decisions, own) = self.actions.flush(&mut self.engine)?;
+        for d in &decisions {
+            let body = serde_json::to_vec(&crate::actions::decision_json(d))?;
+            self.sink
+                .send("actions", &self.actions_topic, &d.action_id, &body)?;
+        }
+        if !own.is_empty() {
+            let _ = self.own_events.send(own);
         }
         Ok(())
     }
@@ -217,6 +236,8 @@ impl KafkaEngine {
         settings: &KafkaSettings,
         engine: Engine,
         status: watch::Sender<EngineStatus>,
+        actions: crate::actions::Actions,
+        own_events: tokio::sync::mpsc::UnboundedSender<Vec<causeway_rules::Event>>,
     ) -> anyhow::Result<KafkaEngine> {
         let core = Arc::new(Mutex::new(Core {
             engine,
@@ -224,6 +245,9 @@ impl KafkaEngine {
             state: StateStore::new(settings)?,
             incidents_topic: settings.topics.incidents.clone(),
             late_topic: settings.topics.late.clone(),
+            actions_topic: settings.topics.actions.clone(),
+            actions,
+            own_events,
             status,
             saved: HashMap::new(),
         }));
@@ -253,11 +277,13 @@ impl KafkaEngine {
             let now = ProcessingTime::now();
             let records = crate::app::positioned(records);
             let mut core = self.lock()?;
+            core.actions.observe(records.iter().map(|(_, e)| e));
             let out = core
                 .engine
                 .process(records, now)
                 .context("correlating events")?;
             core.emit(&out)?;
+            core.emit_actions(&out, now)?;
             let mut commit = None;
             if core.engine.is_dirty() && last_commit.elapsed() >= commit_interval {
                 let owned = core.engine.owned_partitions();

@@ -24,7 +24,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn net_bytes(region: &Region<'_, System>) -> i64 {
     let c = region.change();
-    c.bytes_allocated as i64 - c.bytes_deallocated as i64 + c.bytes_reallocated as i64
+    // `bytes_allocated` already counts what a realloc grew by.
+    c.bytes_allocated as i64 - c.bytes_deallocated as i64
 }
 
 fn measure(name: &str, w: &Workload, timing: WatermarkConfig, config: CorrelatorConfig) {

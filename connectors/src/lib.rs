@@ -13,6 +13,7 @@ pub mod import;
 pub mod kafka;
 pub mod metrics;
 pub mod receiver;
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use eventlog::{EventLog, LogConsumer, LogRecord};

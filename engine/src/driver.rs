@@ -120,9 +120,12 @@ struct Checkpoint {
     version: u32,
     history_seq: u64,
     partitions: BTreeMap<u32, PartitionCheckpoint>,
+    /// State the binary keeps beside correlation and commits with it (the runbook
+    /// kernel's decisions), so a restart neither loses nor repeats them.
+    sidecar: Vec<u8>,
 }
 
-const CHECKPOINT_VERSION: u32 = 3;
+const CHECKPOINT_VERSION: u32 = 4;
 
 #[derive(Debug)]
 struct PartitionState {
@@ -150,6 +153,7 @@ pub struct Engine {
     history: History,
     history_seq: u64,
     dirty: bool,
+    sidecar: Vec<u8>,
 }
 
 fn checkpoint_path(data_dir: &Path) -> PathBuf {
@@ -221,6 +225,10 @@ impl Engine {
             Err(e) => return Err(Error::io("read", path)(e)),
         };
         let history_seq = checkpoint.as_ref().map_or(0, |cp| cp.history_seq);
+        let sidecar = checkpoint
+            .as_ref()
+            .map(|cp| cp.sidecar.clone())
+            .unwrap_or_default();
         // Opening the history removes files of a commit that did not finish, judged
         // against the sequence the checkpoint records.
         let history = History::open(&options.data_dir.join("history"), history_seq)?;
@@ -236,6 +244,7 @@ impl Engine {
             history,
             history_seq,
             dirty: false,
+            sidecar,
         };
         if let Some(cp) = checkpoint
             && engine.mode == PartitionStateMode::Local
@@ -565,6 +574,34 @@ impl Engine {
         Ok(())
     }
 
+    /// The sidecar state restored from the checkpoint (empty if none).
+    pub fn sidecar(&self) -> &[u8] {
+        &self.sidecar
+    }
+
+    /// Replaces the sidecar state; the next commit saves it with the history rows
+    /// recorded so far.
+    pub fn set_sidecar(&mut self, bytes: Vec<u8>) {
+        if bytes != self.sidecar {
+            self.sidecar = bytes;
+            self.dirty = true;
+        }
+    }
+
+    /// Appends runbook decisions to the `actions` history table.
+    pub fn record_actions(
+        &mut self,
+        decisions: &[causeway_rules::runbook::Decision],
+    ) -> Result<()> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        self.history
+            .append("actions", schema::actions_batch(decisions)?);
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Whether there is anything to commit.
     pub fn is_dirty(&self) -> bool {
         self.dirty
@@ -592,6 +629,7 @@ impl Engine {
             version: CHECKPOINT_VERSION,
             history_seq: seq,
             partitions,
+            sidecar: self.sidecar.clone(),
         };
         let bytes = postcard::to_stdvec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
         let path = checkpoint_path(&self.data_dir);

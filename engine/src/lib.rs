@@ -14,6 +14,7 @@ pub mod history;
 pub mod metrics;
 pub mod operator;
 pub mod predicate;
+pub mod replay;
 pub mod schema;
 pub mod sql;
 pub mod watermark;

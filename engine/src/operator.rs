@@ -223,6 +223,53 @@ impl Operator {
             .collect())
     }
 
+    /// Replays a batch in arrival order: rows grouped by `ingested_at` are pushed
+    /// together with processing time set to it, the watermark advanced from the
+    /// clocks before and after each group, as the live engine would have. Returns
+    /// the last arrival time.
+    pub fn push_arrivals(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Output,
+    ) -> Result<Option<ProcessingTime>> {
+        let view = BatchView::new(batch)?;
+        let evaluated = self.compiled.evaluate(batch)?;
+        let arrivals = crate::replay::ingested_at(batch)?;
+        let mut outcomes = vec![None; view.len()];
+        let mut start = 0;
+        let mut last = None;
+        while start < view.len() {
+            let now = crate::replay::arrival(arrivals, start);
+            let mut end = start + 1;
+            while end < view.len() && crate::replay::arrival(arrivals, end) == now {
+                end += 1;
+            }
+            // Time passed since the previous request: idle sources release the
+            // watermark before these events are seen.
+            advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+            push_rows(
+                &mut self.correlator,
+                &mut self.clocks,
+                &self.timing,
+                &view,
+                &evaluated,
+                (start..end).map(|i| (i, i as u64)),
+                now,
+                out,
+                &mut outcomes,
+            );
+            advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+            last = Some(now);
+            start = end;
+        }
+        Ok(last)
+    }
+
+    /// Lets processing time reach `now` with nothing arriving.
+    pub fn tick(&mut self, now: ProcessingTime, out: &mut Output) {
+        advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+    }
+
     /// Moves the watermark to `w` (never back).
     pub fn advance(&mut self, w: EventTime, out: &mut Output) {
         self.correlator.advance(w, out);

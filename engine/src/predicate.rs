@@ -3,19 +3,28 @@
 //!
 //! Besides the cause, effect and follow-up predicates, a rule may carry join
 //! expressions (text) and a `rises` value (number) and series (text); they are
-//! compiled the same way and evaluated only over batches, then read per row by the
-//! correlator through [`RuleValues`].
+//! compiled the same way, evaluated only on the rows of the rule's side, and read
+//! per row by the correlator through [`RuleValues`].
+//!
+//! Rules share sub-expressions (every "a change can cause this alert" predicate is
+//! the same, `attributes['alertname']` is everywhere): after compiling, each
+//! sub-expression that occurs more than once across the pack is evaluated once per
+//! batch into an extra column, and the expressions read that column instead
+//! (common sub-expression elimination over the whole pack).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use causeway_rules::{Join, Matches, RulePack, RuleValues, Side};
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::prelude::SessionContext;
 
 use crate::schema::EVENTS;
@@ -37,6 +46,11 @@ struct CompiledRule {
 pub struct CompiledRules {
     rules: Vec<CompiledRule>,
     alertname: Expr,
+    /// Shared sub-expressions, in evaluation order (each may read earlier ones).
+    shared: Vec<Expr>,
+    /// `events` plus the columns of the first `k` shared sub-expressions, for
+    /// every `k` (the last is the schema the rule expressions read).
+    extended: Vec<SchemaRef>,
 }
 
 /// What a batch evaluated to: rule matches per row, and the per-rule values.
@@ -83,6 +97,13 @@ impl CompiledRules {
     /// Compiles every expression against the `events` schema; errors name the rule
     /// and the field.
     pub fn compile(pack: &RulePack) -> Result<CompiledRules> {
+        let mut compiled = CompiledRules::compile_unshared(pack)?;
+        compiled.share_common_subexpressions()?;
+        Ok(compiled)
+    }
+
+    /// Every expression compiled on its own.
+    fn compile_unshared(pack: &RulePack) -> Result<CompiledRules> {
         let ctx = SessionContext::new();
         let df_schema = DFSchema::try_from(EVENTS.as_ref().clone())
             .map_err(|e| Error::Internal(e.to_string()))?;
@@ -163,36 +184,135 @@ impl CompiledRules {
             });
         }
         let alertname = compile("-", "alertname", "attributes['alertname']", Want::Text)?;
-        Ok(CompiledRules { rules, alertname })
+        Ok(CompiledRules {
+            rules,
+            alertname,
+            shared: Vec::new(),
+            extended: vec![EVENTS.clone()],
+        })
+    }
+
+    /// Every compiled expression, mutably.
+    fn roots_mut(&mut self) -> Vec<&mut Expr> {
+        let mut roots = vec![&mut self.alertname];
+        for r in &mut self.rules {
+            roots.push(&mut r.cause);
+            roots.extend(r.effect.as_mut());
+            roots.extend(r.follow.as_mut());
+            if let Some((c, e)) = &mut r.join {
+                roots.push(c);
+                roots.push(e);
+            }
+            if let Some((v, s)) = &mut r.rise {
+                roots.push(v);
+                roots.extend(s.as_mut());
+            }
+        }
+        roots
+    }
+
+    /// Finds sub-expressions that occur more than once across the pack, gives each
+    /// a column of the extended schema, and rewrites every expression to read it.
+    fn share_common_subexpressions(&mut self) -> Result<()> {
+        let internal = |e: datafusion::error::DataFusionError| Error::Internal(e.to_string());
+        let mut counts: HashMap<Expr, (usize, usize)> = HashMap::new();
+        for root in self.roots_mut() {
+            root.apply(|node| {
+                let leaf = node.is::<Column>() || node.is::<Literal>();
+                if !leaf {
+                    let size = node_count(node);
+                    counts.entry(Arc::clone(node)).or_insert((0, size)).0 += 1;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .map_err(internal)?;
+        }
+        let mut common: Vec<(Expr, usize)> = counts
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 1)
+            .map(|(e, (_, size))| (e, size))
+            .collect();
+        if common.is_empty() {
+            return Ok(());
+        }
+        // Smallest first, so a larger shared expression can read smaller ones;
+        // ties in a fixed order (the expression's text) for a stable schema.
+        common.sort_by(|a, b| (a.1, a.0.to_string()).cmp(&(b.1, b.0.to_string())));
+        let mut fields: Vec<Arc<Field>> = EVENTS.fields().iter().cloned().collect();
+        let mut columns: HashMap<Expr, Expr> = HashMap::new();
+        let mut shared = Vec::with_capacity(common.len());
+        let mut extended = vec![EVENTS.clone()];
+        for (expr, _) in common {
+            let index = fields.len();
+            let name = format!("__shared_{}", shared.len());
+            let schema = Schema::new(fields.clone());
+            let data_type = expr.data_type(&schema).map_err(internal)?;
+            // Its own children read the shared columns made so far.
+            let body = replace_shared(Arc::clone(&expr), &columns)?;
+            fields.push(Arc::new(Field::new(&name, data_type, true)));
+            extended.push(Arc::new(Schema::new(fields.clone())));
+            columns.insert(expr, Arc::new(Column::new(&name, index)));
+            shared.push(body);
+        }
+        for root in self.roots_mut() {
+            *root = replace_shared(Arc::clone(root), &columns)?;
+        }
+        self.shared = shared;
+        self.extended = extended;
+        Ok(())
     }
 
     /// Evaluates every rule over an `events` batch.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<Evaluated> {
         let n = batch.num_rows();
+        // The batch with every shared sub-expression as a column.
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut extended = batch.clone();
+        for (expr, schema) in self.shared.iter().zip(self.extended.iter().skip(1)) {
+            columns.push(eval(expr, &extended)?);
+            extended = RecordBatch::try_new(schema.clone(), columns.clone())?;
+        }
+        let batch = &extended;
         let mut matches = vec![Matches::default(); n];
         let mut joins = Vec::with_capacity(self.rules.len());
         let mut rises = Vec::with_capacity(self.rules.len());
         for (i, rule) in self.rules.iter().enumerate() {
             let bit = 1u64 << i;
-            set_bits(&eval_bool(&rule.cause, batch)?, bit, &mut matches, |m| {
-                &mut m.cause
-            });
-            if let Some(e) = &rule.effect {
-                set_bits(&eval_bool(e, batch)?, bit, &mut matches, |m| &mut m.effect);
-            }
-            if let Some(f) = &rule.follow {
-                set_bits(&eval_bool(f, batch)?, bit, &mut matches, |m| &mut m.follow);
-            }
-            joins.push(match &rule.join {
-                Some((c, e)) => Some((eval_text(c, batch)?, eval_text(e, batch)?)),
+            let cause = eval_bool(&rule.cause, batch)?;
+            set_bits(&cause, bit, &mut matches, |m| &mut m.cause);
+            let effect = match &rule.effect {
+                Some(e) => {
+                    let effect = eval_bool(e, batch)?;
+                    set_bits(&effect, bit, &mut matches, |m| &mut m.effect);
+                    Some(effect)
+                }
                 None => None,
-            });
-            rises.push(match &rule.rise {
-                Some((v, s)) => Some((
-                    eval_number(v, batch)?,
-                    s.as_ref().map(|s| eval_text(s, batch)).transpose()?,
+            };
+            let follow = match &rule.follow {
+                Some(f) => {
+                    let follow = eval_bool(f, batch)?;
+                    set_bits(&follow, bit, &mut matches, |m| &mut m.follow);
+                    Some(follow)
+                }
+                None => None,
+            };
+            // Join and rise values are only needed on the rule's own rows.
+            let other = effect.as_ref().or(follow.as_ref());
+            joins.push(match (&rule.join, other) {
+                (Some((c, e)), Some(other)) => Some((
+                    eval_text_on(c, batch, &cause)?,
+                    eval_text_on(e, batch, other)?,
                 )),
-                None => None,
+                _ => None,
+            });
+            rises.push(match (&rule.rise, &effect) {
+                (Some((v, s)), Some(effect)) => Some((
+                    eval_number_on(v, batch, effect)?,
+                    s.as_ref()
+                        .map(|s| eval_text_on(s, batch, effect))
+                        .transpose()?,
+                )),
+                _ => None,
             });
         }
         Ok(Evaluated {
@@ -252,7 +372,11 @@ fn eval_bool(expr: &Expr, batch: &RecordBatch) -> Result<BooleanArray> {
 }
 
 fn eval_text(expr: &Expr, batch: &RecordBatch) -> Result<StringArray> {
-    let array = cast(&eval(expr, batch)?, &DataType::Utf8)?;
+    as_text(eval(expr, batch)?)
+}
+
+fn as_text(array: ArrayRef) -> Result<StringArray> {
+    let array = cast(&array, &DataType::Utf8)?;
     array
         .as_any()
         .downcast_ref::<StringArray>()
@@ -260,11 +384,160 @@ fn eval_text(expr: &Expr, batch: &RecordBatch) -> Result<StringArray> {
         .ok_or_else(|| Error::Internal("text expression did not return text".into()))
 }
 
-fn eval_number(expr: &Expr, batch: &RecordBatch) -> Result<Float64Array> {
-    let array = cast(&eval(expr, batch)?, &DataType::Float64)?;
+/// Evaluates only the selected rows (NULL elsewhere): for values of a few rows.
+fn eval_on(expr: &Expr, batch: &RecordBatch, rows: &BooleanArray) -> Result<ArrayRef> {
+    if rows.true_count() == 0 {
+        return Ok(arrow::array::new_null_array(
+            &expr
+                .data_type(batch.schema().as_ref())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            batch.num_rows(),
+        ));
+    }
+    expr.evaluate_selection(batch, rows)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn eval_text_on(expr: &Expr, batch: &RecordBatch, rows: &BooleanArray) -> Result<StringArray> {
+    as_text(eval_on(expr, batch, rows)?)
+}
+
+fn eval_number_on(expr: &Expr, batch: &RecordBatch, rows: &BooleanArray) -> Result<Float64Array> {
+    let array = cast(&eval_on(expr, batch, rows)?, &DataType::Float64)?;
     array
         .as_any()
         .downcast_ref::<Float64Array>()
         .cloned()
         .ok_or_else(|| Error::Internal("numeric expression did not return numbers".into()))
+}
+
+/// Nodes in an expression tree.
+fn node_count(expr: &Expr) -> usize {
+    1 + expr.children().iter().map(|c| node_count(c)).sum::<usize>()
+}
+
+/// Replaces every (outermost) occurrence of a shared expression by its column.
+fn replace_shared(expr: Expr, columns: &HashMap<Expr, Expr>) -> Result<Expr> {
+    if columns.is_empty() {
+        return Ok(expr);
+    }
+    expr.transform_down(|node| match columns.get(&node) {
+        Some(column) => Ok(Transformed::new(
+            Arc::clone(column),
+            true,
+            TreeNodeRecursion::Jump,
+        )),
+        None => Ok(Transformed::no(node)),
+    })
+    .map(|t| t.data)
+    .map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use causeway_rules::{Event, EventKind, EventTime, ProcessingTime, RulePack, Severity};
+
+    use super::*;
+    use crate::schema::events_batch;
+
+    fn event(kind: EventKind, source: &str, status: &str, attrs: &[(&str, &str)]) -> Event {
+        Event {
+            id: Event::derive_id(source, &format!("{kind}{status}{attrs:?}"), status),
+            source: source.into(),
+            source_event_id: "x".into(),
+            kind,
+            time: EventTime::from_micros(0),
+            ingested_at: ProcessingTime::from_micros(0),
+            scope: "prod".into(),
+            entity: "checkout".into(),
+            severity: Severity::None,
+            status: status.into(),
+            summary: String::new(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            raw: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn shared_subexpressions_are_computed_once_and_change_no_match() {
+        let pack = RulePack::builtin().expect("pack");
+        let shared = CompiledRules::compile(&pack).expect("compiles");
+        assert!(shared.shared.len() >= 3, "{}", shared.shared.len());
+        let mut plain = CompiledRules::compile(&pack).expect("compiles");
+        // The same pack without sharing: every expression on its own.
+        let fresh = CompiledRules::compile_unshared(&pack).expect("compiles");
+        plain.rules = fresh.rules;
+        plain.alertname = fresh.alertname;
+        plain.shared.clear();
+        plain.extended.truncate(1);
+        let events = vec![
+            event(EventKind::Deploy, "github", "success", &[]),
+            event(
+                EventKind::Alert,
+                "alertmanager",
+                "firing",
+                &[("alertname", "HighErrorRate")],
+            ),
+            event(
+                EventKind::Alert,
+                "alertmanager",
+                "firing",
+                &[("alertname", "Watchdog")],
+            ),
+            event(EventKind::Alert, "alertmanager", "firing", &[]),
+            event(
+                EventKind::Alert,
+                "alertmanager",
+                "resolved",
+                &[("alertname", "HighErrorRate")],
+            ),
+            event(
+                EventKind::Change,
+                "k8s_audit",
+                "succeeded",
+                &[
+                    ("actor_type", "human"),
+                    ("resource", "deployments"),
+                    ("change.memory_limit", "1Gi"),
+                ],
+            ),
+            event(EventKind::K8sEvent, "k8s_event", "BackOff", &[]),
+            event(
+                EventKind::Cost,
+                "cost",
+                "Usage",
+                &[("effective_cost", "12.5"), ("resource_id", "i-1")],
+            ),
+            event(
+                EventKind::Audit,
+                "k8s_audit",
+                "succeeded",
+                &[("subresource", "exec")],
+            ),
+            event(
+                EventKind::Change,
+                "cloudtrail",
+                "succeeded",
+                &[("event_name", "ModifyDBInstance")],
+            ),
+            event(EventKind::Change, "argocd", "out_of_sync", &[]),
+        ];
+        let batch = events_batch(&events).expect("batch");
+        let a = shared.evaluate(&batch).expect("shared");
+        let b = plain.evaluate(&batch).expect("plain");
+        assert_eq!(a.matches, b.matches);
+        assert!(a.matches.iter().any(|m| m.effect != 0));
+        assert_eq!(a.matches[2].effect, 0, "a heartbeat is nobody's effect");
+        for row in 0..events.len() {
+            assert_eq!(a.alertname(row), b.alertname(row));
+            for r in 0..pack.rules().len() {
+                assert_eq!(a.rise(row, r), b.rise(row, r));
+            }
+        }
+        assert_eq!(a.rise(7, 9).map(|v| v.0), Some(12.5), "{:?}", a.rise(7, 9));
+    }
 }

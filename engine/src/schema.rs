@@ -8,13 +8,16 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    Array, ArrayRef, Float64Builder, MapBuilder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder, UInt32Builder,
+    Array, ArrayRef, Float64Array, Float64Builder, MapBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder, UInt32Array,
+    UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use causeway_rules::{Event, EventId, IncidentEdge, IncidentVersion};
+use causeway_rules::{
+    EdgeRole, Event, EventId, EventTime, IncidentEdge, IncidentState, IncidentVersion, Severity,
+};
 
-use crate::Result;
+use crate::{Error, Result};
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -83,19 +86,73 @@ pub static INCIDENT_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// `actions`: one row per runbook decision (written by the runbook kernel).
+/// `actions`: one row per runbook decision (written by the runbook kernel). An
+/// action has several rows as it moves on (awaiting_approval, then approved).
 pub static ACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("action_id", DataType::Utf8, false),
         Field::new("incident_id", DataType::Utf8, false),
+        Field::new("incident_version", DataType::UInt32, false),
         Field::new("runbook", DataType::Utf8, false),
         Field::new("action_class", DataType::Utf8, false),
         Field::new("decision", DataType::Utf8, false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("decided_at", ts(), false),
         Field::new("target", DataType::Utf8, false),
+        Field::new("approver", DataType::Utf8, true),
+        Field::new("expires_at", ts(), true),
+        // The rendered parameters, as a JSON object.
+        Field::new("params", DataType::Utf8, false),
     ]))
 });
+
+/// Runbook decisions as one record batch with the `actions` schema.
+pub fn actions_batch(rows: &[causeway_rules::runbook::Decision]) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut action_id = StringBuilder::with_capacity(n, n * 36);
+    let mut incident_id = StringBuilder::with_capacity(n, n * 36);
+    let mut incident_version = UInt32Builder::with_capacity(n);
+    let mut runbook = StringBuilder::with_capacity(n, n * 16);
+    let mut class = StringBuilder::with_capacity(n, n * 8);
+    let mut decision = StringBuilder::with_capacity(n, n * 10);
+    let mut reason = StringBuilder::with_capacity(n, n * 40);
+    let mut decided_at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut target = StringBuilder::with_capacity(n, n * 40);
+    let mut approver = StringBuilder::with_capacity(n, n * 8);
+    let mut expires_at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut params = StringBuilder::with_capacity(n, n * 64);
+    for r in rows {
+        action_id.append_value(&r.action_id);
+        incident_id.append_value(&r.incident_id);
+        incident_version.append_value(r.incident_version);
+        runbook.append_value(&r.runbook);
+        class.append_value(r.class.as_str());
+        decision.append_value(r.decision.as_str());
+        reason.append_value(&r.reason);
+        decided_at.append_value(r.decided_at.as_micros());
+        target.append_value(&r.target);
+        approver.append_option(r.approver.as_deref());
+        expires_at.append_option(r.expires_at.map(|t| t.as_micros()));
+        let json = serde_json::to_string(&r.params)
+            .map_err(|e| Error::Internal(format!("action params: {e}")))?;
+        params.append_value(json);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(action_id.finish()),
+        Arc::new(incident_id.finish()),
+        Arc::new(incident_version.finish()),
+        Arc::new(runbook.finish()),
+        Arc::new(class.finish()),
+        Arc::new(decision.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(decided_at.finish()),
+        Arc::new(target.finish()),
+        Arc::new(approver.finish()),
+        Arc::new(expires_at.finish()),
+        Arc::new(params.finish()),
+    ];
+    Ok(RecordBatch::try_new(ACTIONS.clone(), columns)?)
+}
 
 /// Writes an event id's text into a reused buffer.
 fn write_id(buf: &mut String, id: EventId) {
@@ -263,4 +320,109 @@ pub fn edges_batch(rows: &[IncidentEdge]) -> Result<RecordBatch> {
         Arc::new(time.finish()),
     ];
     Ok(RecordBatch::try_new(INCIDENT_EVENTS.clone(), columns)?)
+}
+
+fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "history batch has no column {name} of the expected type"
+            ))
+        })
+}
+
+fn text<'a>(a: &'a StringArray, i: usize) -> Option<&'a str> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+fn id_at(a: &StringArray, i: usize) -> Result<Option<EventId>> {
+    match text(a, i) {
+        None => Ok(None),
+        Some(t) => EventId::parse(t)
+            .map(Some)
+            .ok_or_else(|| Error::Internal(format!("{t:?} is not an event id"))),
+    }
+}
+
+fn time_at(a: &TimestampMicrosecondArray, i: usize) -> Option<EventTime> {
+    (!a.is_null(i)).then(|| EventTime::from_micros(a.value(i)))
+}
+
+/// Rows of the `incidents` table back as incident versions.
+pub fn incidents_from_batch(batch: &RecordBatch) -> Result<Vec<IncidentVersion>> {
+    let id = col::<StringArray>(batch, "incident_id")?;
+    let version = col::<UInt32Array>(batch, "version")?;
+    let state = col::<StringArray>(batch, "state")?;
+    let title = col::<StringArray>(batch, "title")?;
+    let severity = col::<StringArray>(batch, "severity")?;
+    let rule_id = col::<StringArray>(batch, "rule_id")?;
+    let rule_version = col::<UInt32Array>(batch, "rule_version")?;
+    let scope = col::<StringArray>(batch, "scope")?;
+    let entity = col::<StringArray>(batch, "entity")?;
+    let root = col::<StringArray>(batch, "root_cause_event_id")?;
+    let opened = col::<TimestampMicrosecondArray>(batch, "opened_at")?;
+    let updated = col::<TimestampMicrosecondArray>(batch, "updated_at")?;
+    let resolved = col::<TimestampMicrosecondArray>(batch, "resolved_at")?;
+    let count = col::<UInt32Array>(batch, "event_count")?;
+    let merged = col::<StringArray>(batch, "merged_into")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(IncidentVersion {
+                incident_id: id.value(i).into(),
+                version: version.value(i),
+                state: match state.value(i) {
+                    "open" => IncidentState::Open,
+                    "updated" => IncidentState::Updated,
+                    _ => IncidentState::Resolved,
+                },
+                title: title.value(i).into(),
+                severity: Severity::parse(severity.value(i)).unwrap_or_default(),
+                rule_id: rule_id.value(i).into(),
+                rule_version: rule_version.value(i),
+                scope: scope.value(i).into(),
+                entity: entity.value(i).into(),
+                root_cause_event_id: id_at(root, i)?,
+                opened_at: time_at(opened, i).unwrap_or(EventTime::MIN),
+                updated_at: time_at(updated, i).unwrap_or(EventTime::MIN),
+                resolved_at: time_at(resolved, i),
+                event_count: count.value(i),
+                merged_into: text(merged, i).map(Into::into),
+            })
+        })
+        .collect()
+}
+
+/// Rows of the `incident_events` table back as edges.
+pub fn edges_from_batch(batch: &RecordBatch) -> Result<Vec<IncidentEdge>> {
+    let incident = col::<StringArray>(batch, "incident_id")?;
+    let event = col::<StringArray>(batch, "event_id")?;
+    let role = col::<StringArray>(batch, "role")?;
+    let linked_by = col::<StringArray>(batch, "linked_by")?;
+    let rule_version = col::<UInt32Array>(batch, "rule_version")?;
+    let cause = col::<StringArray>(batch, "cause_event_id")?;
+    let lag = col::<Float64Array>(batch, "lag_seconds")?;
+    let join_key = col::<StringArray>(batch, "join_key")?;
+    let time = col::<TimestampMicrosecondArray>(batch, "time")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            Ok(IncidentEdge {
+                incident_id: incident.value(i).into(),
+                event_id: id_at(event, i)?
+                    .ok_or_else(|| Error::Internal("edge without event id".into()))?,
+                role: match role.value(i) {
+                    "cause" => EdgeRole::Cause,
+                    "effect" => EdgeRole::Effect,
+                    _ => EdgeRole::Context,
+                },
+                linked_by: linked_by.value(i).into(),
+                rule_version: rule_version.value(i),
+                cause_event_id: id_at(cause, i)?,
+                lag_seconds: lag.value(i),
+                join_key: join_key.value(i).into(),
+                time: time_at(time, i).unwrap_or(EventTime::MIN),
+            })
+        })
+        .collect()
 }

@@ -54,7 +54,12 @@ pub struct HistoryReader {
 #[derive(Debug, Clone)]
 enum Source {
     Live(History),
-    Dir { dir: PathBuf, committed_seq: u64 },
+    /// Committed files up to a sequence (`None`: every file, for a history copied
+    /// without its engine checkpoint).
+    Dir {
+        dir: PathBuf,
+        committed_seq: Option<u64>,
+    },
 }
 
 impl HistoryReader {
@@ -71,7 +76,18 @@ impl HistoryReader {
         Ok(HistoryReader {
             source: Source::Dir {
                 dir: data_dir.join("history"),
-                committed_seq,
+                committed_seq: Some(committed_seq),
+            },
+        })
+    }
+
+    /// Reads every Parquet file of a history directory (`<dir>/<table>/dt=…/`),
+    /// such as one copied elsewhere without its engine checkpoint.
+    pub fn from_history_dir(dir: &Path) -> Result<HistoryReader> {
+        Ok(HistoryReader {
+            source: Source::Dir {
+                dir: dir.to_owned(),
+                committed_seq: None,
             },
         })
     }
@@ -124,7 +140,7 @@ impl HistoryReader {
                 .map(|t| (t.name, h.snapshot(t.name)))
                 .collect(),
             Source::Dir { dir, committed_seq } => {
-                let files = history::scan(dir, Some(*committed_seq), false)?;
+                let files = history::scan(dir, *committed_seq, false)?;
                 TABLES
                     .iter()
                     .map(|t| {

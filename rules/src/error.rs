@@ -28,4 +28,20 @@ pub enum Error {
     /// Checkpointed correlation state could not be read back.
     #[error("invalid correlation state: {reason}")]
     InvalidState { reason: String },
+    /// A runbook parameter template is malformed or names a missing variable.
+    #[error("template {template:?}: {reason}")]
+    Template { template: String, reason: String },
+    /// No runbook action with this id is known (never decided, or forgotten
+    /// past the kernel's horizon).
+    #[error("no runbook action {action_id}")]
+    ActionNotFound { action_id: String },
+    /// A decision on a runbook action contradicts one already made.
+    #[error("runbook action {action_id}: {reason}")]
+    ActionConflict { action_id: String, reason: String },
+    /// An approval or denial named no approver.
+    #[error("runbook action {action_id}: the approver must be named")]
+    InvalidApprover { action_id: String },
+    /// No runbook is declared with this name.
+    #[error("no runbook named {runbook:?}")]
+    UnknownRunbook { runbook: String },
 }

@@ -13,7 +13,20 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A 128-bit hex id over the given parts, with a short type prefix.
+/// An incident id: `inc_` and 128 bits of XXH3 over the parts. The parts are rule
+/// ids and event ids (themselves BLAKE3 digests of what sources sent), so a fast
+/// non-cryptographic hash is enough here, and incidents open on the hot path.
+pub fn incident(parts: &[&str]) -> String {
+    let mut h = twox_hash::XxHash3_128::new();
+    for part in parts {
+        h.write(&(part.len() as u64).to_le_bytes());
+        h.write(part.as_bytes());
+    }
+    format!("inc_{:032x}", h.finish_128())
+}
+
+/// A 128-bit hex id over the given parts, with a short type prefix: BLAKE3, since
+/// event ids are derived from what sources send and must not collide on purpose.
 pub fn derive(prefix: &str, parts: &[&str]) -> String {
     let digest = digest(prefix, parts);
     format!("{prefix}_{}", hex::encode(digest.to_be_bytes()))
@@ -155,6 +168,14 @@ mod tests {
         assert_ne!(derive("evt", &["ab", "c"]), derive("evt", &["a", "bc"]));
         assert!(derive("inc", &["x"]).starts_with("inc_"));
         assert_eq!(derive("inc", &["x"]).len(), 4 + 32);
+    }
+
+    #[test]
+    fn incident_ids_are_stable_and_boundary_safe() {
+        assert_eq!(incident(&["a", "b"]), incident(&["a", "b"]));
+        assert_ne!(incident(&["ab", "c"]), incident(&["a", "bc"]));
+        assert!(incident(&["x"]).starts_with("inc_"));
+        assert_eq!(incident(&["x"]).len(), 4 + 32);
     }
 
     #[test]

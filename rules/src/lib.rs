@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod rule;
+pub mod runbook;
 pub mod time;
 
 pub use catalog::{Catalog, ServiceEntry};
@@ -23,4 +24,7 @@ pub use error::{Error, Result};
 pub use event::{Event, EventKind, Severity};
 pub use id::EventId;
 pub use rule::{Example, ExpectedIncident, Join, RulePack, RuleSpec};
+pub use runbook::{
+    ActionClass, ActionContext, Decision, DecisionKind, Execute, Kernel, KernelOutput, RunbookSpec,
+};
 pub use time::{EventTime, ProcessingTime};

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::event::{Event, EventKind, Severity};
+use crate::runbook::{self, RunbookSpec};
 use crate::time::{EventTime, ProcessingTime};
 use crate::{Error, Result};
 
@@ -42,6 +43,9 @@ struct RuleFile {
     definitions: Option<serde_yaml::Value>,
     #[serde(default)]
     rules: Vec<RuleSpec>,
+    /// Runbooks rules of the pack may name (`runbook:`).
+    #[serde(default)]
+    runbooks: Vec<RunbookSpec>,
 }
 
 /// One causal link.
@@ -340,11 +344,17 @@ impl RuleSpec {
     }
 }
 
-/// A validated set of rules, in a stable order, with the file each came from.
+/// A validated set of rules, in a stable order, with the file each came from,
+/// and the runbooks the files declare.
+///
+/// Runbooks do not change what correlation state a pack is compatible with: a
+/// correlation checkpoint records rule ids and versions only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RulePack {
     rules: Vec<RuleSpec>,
     files: Vec<String>,
+    runbooks: Vec<RunbookSpec>,
+    runbook_files: Vec<String>,
 }
 
 impl RulePack {
@@ -354,10 +364,18 @@ impl RulePack {
     }
 
     /// Parses and validates rule files given as `(name, text)` pairs.
+    ///
+    /// Runbooks are checked on their own and across the pack (unique names,
+    /// `compensate` references). When the pack declares any runbook, every rule's
+    /// `runbook:` must name one of them; a pack that declares none keeps rule
+    /// `runbook:` names as they are (see [`RulePack::unresolved_runbooks`]).
     pub fn from_files(files: &[(&str, &str)]) -> Result<RulePack> {
         let mut rules = Vec::new();
         let mut origin = Vec::new();
         let mut ids = BTreeSet::new();
+        let mut runbooks = Vec::new();
+        let mut runbook_files = Vec::new();
+        let mut runbook_index = Vec::new();
         for (name, text) in files {
             let file: RuleFile = serde_yaml::from_str(text).map_err(|e| Error::InvalidRule {
                 file: (*name).to_owned(),
@@ -386,7 +404,24 @@ impl RulePack {
                 rules.push(rule);
                 origin.push((*name).to_owned());
             }
+            for (i, rb) in file.runbooks.into_iter().enumerate() {
+                runbook::validate(name, i, &rb)?;
+                runbooks.push(rb);
+                runbook_files.push((*name).to_owned());
+                runbook_index.push(i);
+            }
         }
+        let declared: Vec<runbook::Declared<'_>> = runbooks
+            .iter()
+            .zip(&runbook_files)
+            .zip(&runbook_index)
+            .map(|((spec, file), index)| runbook::Declared {
+                file,
+                index: *index,
+                spec,
+            })
+            .collect();
+        runbook::validate_pack(&declared)?;
         if rules.len() > MAX_RULES {
             return Err(Error::InvalidRule {
                 file: files.first().map(|f| f.0).unwrap_or("").to_owned(),
@@ -394,10 +429,16 @@ impl RulePack {
                 reason: format!("{} rules, at most {MAX_RULES} are supported", rules.len()),
             });
         }
-        Ok(RulePack {
+        let pack = RulePack {
             rules,
             files: origin,
-        })
+            runbooks,
+            runbook_files,
+        };
+        if !pack.runbooks.is_empty() {
+            pack.check_runbook_references()?;
+        }
+        Ok(pack)
     }
 
     /// The rules, in load order (their index is their bit in [`crate::Matches`]).
@@ -408,6 +449,75 @@ impl RulePack {
     /// The file rule `i` came from.
     pub fn file_of(&self, i: usize) -> &str {
         self.files.get(i).map(String::as_str).unwrap_or("")
+    }
+
+    /// The runbooks, in load order.
+    pub fn runbooks(&self) -> &[RunbookSpec] {
+        &self.runbooks
+    }
+
+    /// The runbook with this name.
+    pub fn runbook(&self, name: &str) -> Option<&RunbookSpec> {
+        self.runbooks.iter().find(|r| r.name == name)
+    }
+
+    /// The runbook the rule with this id names, when it is declared.
+    pub fn runbook_of_rule(&self, rule_id: &str) -> Option<&RunbookSpec> {
+        let rule = self.rules.iter().find(|r| r.id == rule_id)?;
+        self.runbook(rule.runbook.as_deref()?)
+    }
+
+    /// The file runbook `i` came from.
+    pub fn runbook_file_of(&self, i: usize) -> &str {
+        self.runbook_files.get(i).map(String::as_str).unwrap_or("")
+    }
+
+    /// `(rule id, runbook)` for every rule naming a runbook the pack does not
+    /// declare. Empty for a pack that declares runbooks (loading refuses those);
+    /// a pack that declares none may name runbooks that nothing runs.
+    pub fn unresolved_runbooks(&self) -> Vec<(&str, &str)> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let name = r.runbook.as_deref()?;
+                self.runbook(name)
+                    .is_none()
+                    .then_some((r.id.as_str(), name))
+            })
+            .collect()
+    }
+
+    /// Fails on the first rule whose `runbook:` names no declared runbook. Run
+    /// at load for every pack that declares runbooks.
+    pub fn check_runbook_references(&self) -> Result<()> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let Some(name) = rule.runbook.as_deref() else {
+                continue;
+            };
+            if self.runbook(name).is_none() {
+                let position = self.rules[..i]
+                    .iter()
+                    .zip(&self.files)
+                    .filter(|(_, f)| *f == self.file_of(i))
+                    .count();
+                let declared: Vec<&str> = self.runbooks.iter().map(|r| r.name.as_str()).collect();
+                return Err(Error::InvalidRule {
+                    file: self.file_of(i).to_owned(),
+                    field: format!("rules[{position}].runbook"),
+                    reason: format!(
+                        "rule {:?} names runbook {name:?}, which the pack does not declare \
+                         (declared: {})",
+                        rule.id,
+                        if declared.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            declared.join(", ")
+                        }
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -44,7 +44,7 @@ const BASELINE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 struct RuleFacts {
     id: Arc<str>,
     version: u32,
-    title: Arc<str>,
+    title: Arc<Title>,
     severity: Severity,
     priority: i32,
     within: Duration,
@@ -335,6 +335,98 @@ impl Incident {
     }
 }
 
+/// Incidents by sequence number: a window of slots from the oldest held, since
+/// sequence numbers only grow and incidents leave roughly in age order. A lookup
+/// is an index, not a hash probe.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Incidents {
+    base: u64,
+    slots: VecDeque<Option<Box<Incident>>>,
+    len: usize,
+}
+
+impl Incidents {
+    fn slot(&self, seq: u64) -> Option<usize> {
+        seq.checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < self.slots.len())
+    }
+
+    fn get(&self, seq: &u64) -> Option<&Incident> {
+        self.slot(*seq)
+            .and_then(|i| self.slots.get(i))
+            .and_then(|s| s.as_deref())
+    }
+
+    fn get_mut(&mut self, seq: &u64) -> Option<&mut Incident> {
+        let i = self.slot(*seq)?;
+        self.slots.get_mut(i).and_then(|s| s.as_deref_mut())
+    }
+
+    /// Inserts at a sequence number at or after every one held.
+    fn insert(&mut self, seq: u64, inc: Incident) {
+        if self.slots.is_empty() {
+            self.base = seq;
+        }
+        let Some(i) = seq
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        while self.slots.len() <= i {
+            self.slots.push_back(None);
+        }
+        if self.slots[i].replace(Box::new(inc)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<Incident> {
+        let i = self.slot(*seq)?;
+        let taken = self.slots.get_mut(i)?.take()?;
+        self.len -= 1;
+        self.trim();
+        Some(*taken)
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(s, _)| s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &Incident)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_deref().map(|inc| (self.base + i as u64, inc)))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(u64, &Incident) -> bool) {
+        let base = self.base;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot
+                .as_deref()
+                .is_some_and(|inc| !keep(base + i as u64, inc))
+            {
+                *slot = None;
+                self.len -= 1;
+            }
+        }
+        self.trim();
+    }
+}
+
 /// An absence rule's cause waiting for its follow-up.
 #[derive(Debug, Serialize, Deserialize)]
 struct Wait {
@@ -359,22 +451,29 @@ struct State {
     watermark: Option<EventTime>,
     /// Event time of the last event applied in order: versions group by instant.
     instant: Option<EventTime>,
-    pending: BinaryHeap<Reverse<Pending>>,
+    /// The reorder buffer; sorted by `(time, order, id)` when `pending_sorted`
+    /// (events mostly arrive in order, so appending keeps it sorted).
+    pending: Vec<Pending>,
+    pending_sorted: bool,
     /// Remembered ids, with the time after which a copy would be too late anyway.
     seen: FxHashMap<EventId, EventTime>,
-    causes: FxHashMap<(u8, u64), CauseList>,
+    /// Buffered causes by join key, then rule: one probe serves every rule that
+    /// joins on the same key (most join on the entity).
+    causes: FxHashMap<u64, SmallVec<[(u8, CauseList); 1]>>,
     effects: FxHashMap<u64, EffectList>,
     /// Effects of rules joined by an expression, by `(rule, key)`.
     expr_effects: FxHashMap<(u8, u64), EffectList>,
-    incidents: FxHashMap<u64, Incident>,
+    incidents: Incidents,
     next_seq: u64,
     members: FxHashMap<EventId, Member>,
     /// Alert group key → incident.
     groups: FxHashMap<u64, u64>,
     /// Alert identity → the incident holding it.
     alerts: FxHashMap<u64, u64>,
-    /// Resolution deadlines (quiet or maximum duration).
-    deadlines: BTreeSet<(EventTime, u64)>,
+    /// Resolution deadlines (quiet or maximum duration). An entry is current only
+    /// while it equals its incident's `deadline`: rescheduling pushes a new one and
+    /// leaves the old to be skipped, which costs less than removing it.
+    deadlines: BinaryHeap<Reverse<(EventTime, u64)>>,
     waits: BTreeMap<(EventTime, u8, EventId), Wait>,
     wait_index: FxHashMap<(u8, u64), Vec<(EventTime, EventId)>>,
     baselines: FxHashMap<(u8, u64, u64), Baseline>,
@@ -422,7 +521,7 @@ pub struct Correlator {
     catalog: CatalogIndex,
     config: CorrelatorConfig,
     group_rule_id: Arc<str>,
-    group_title: Arc<str>,
+    group_title: Arc<Title>,
     /// Bits of absence rules (their "effects" are follow-ups, not links).
     absence_rules: u64,
     state: State,
@@ -458,7 +557,7 @@ impl Correlator {
             .map(|r| RuleFacts {
                 id: r.id.as_str().into(),
                 version: r.version,
-                title: r.title.as_str().into(),
+                title: Arc::new(Title::parse(&r.title)),
                 severity: r.severity,
                 priority: r.priority,
                 within: r.within,
@@ -495,9 +594,10 @@ impl Correlator {
             catalog: CatalogIndex::new(catalog),
             config,
             group_rule_id: ALERT_GROUP_RULE.into(),
-            group_title: "{alerts} on {entity}".into(),
+            group_title: Arc::new(Title::parse("{alerts} on {entity}")),
             state: State {
                 next_seq: 1,
+                pending_sorted: true,
                 ..State::default()
             },
             names: FxHashSet::default(),
@@ -559,15 +659,15 @@ impl Correlator {
     fn reintern(&mut self) {
         self.names.clear();
         self.subjects.clear();
-        let mut pending = std::mem::take(&mut self.state.pending).into_vec();
-        for Reverse(p) in &mut pending {
+        let mut pending = std::mem::take(&mut self.state.pending);
+        for p in &mut pending {
             p.subject = self.share_subject(&p.subject);
             if let Some(n) = &p.alertname {
                 p.alertname = Some(self.intern_name(n));
             }
         }
-        self.state.pending = pending.into();
-        let seqs: Vec<u64> = self.state.incidents.keys().copied().collect();
+        self.state.pending = pending;
+        let seqs: Vec<u64> = self.state.incidents.keys().collect();
         for seq in seqs {
             let Some(subject) = self.state.incidents.get(&seq).map(|i| i.subject.clone()) else {
                 continue;
@@ -663,17 +763,23 @@ impl Correlator {
     /// The smallest tag of the events still in the reorder buffer: reading the log
     /// again from there gives a fresh correlator every event not yet applied.
     pub fn oldest_pending_tag(&self) -> Option<u64> {
-        self.state.pending.iter().map(|Reverse(p)| p.tag).min()
+        self.state.pending.iter().map(|p| p.tag).min()
     }
 
     /// Sizes and eviction counters.
     pub fn stats(&self) -> StateStats {
         StateStats {
             pending: self.state.pending.len(),
-            open_keys: self.state.causes.len()
+            open_keys: self.state.causes.values().map(|v| v.len()).sum::<usize>()
                 + self.state.effects.len()
                 + self.state.expr_effects.len(),
-            causes: self.state.causes.values().map(|l| l.causes.len()).sum(),
+            causes: self
+                .state
+                .causes
+                .values()
+                .flatten()
+                .map(|(_, l)| l.causes.len())
+                .sum(),
             effects: self
                 .state
                 .effects
@@ -717,13 +823,16 @@ impl Correlator {
             let p = self.pending_of(row, status, alert_key);
             // A late event gets versions of its own.
             self.flush(out);
-            self.apply(p, out);
+            self.apply(&p, out);
             self.flush(out);
             return PushOutcome::AppliedLate;
         }
         self.state.seen.insert(row.id, expiry);
         let p = self.pending_of(row, status, alert_key);
-        self.state.pending.push(Reverse(p));
+        if self.state.pending.last().is_some_and(|last| *last > p) {
+            self.state.pending_sorted = false;
+        }
+        self.state.pending.push(p);
         if self.state.pending.len() > self.config.max_buffered {
             self.enforce_cap(out);
         }
@@ -802,13 +911,7 @@ impl Correlator {
             return;
         }
         self.state.watermark = Some(watermark);
-        while let Some(Reverse(first)) = self.state.pending.peek() {
-            if first.time > watermark {
-                break;
-            }
-            let Some(Reverse(p)) = self.state.pending.pop() else {
-                break;
-            };
+        for p in &self.take_pending(|p| p.time <= watermark) {
             self.apply_in_order(p, out);
         }
         self.flush(out);
@@ -819,9 +922,32 @@ impl Correlator {
         }
     }
 
+    /// Takes the buffered events before the first one `ready` rejects, in order.
+    fn take_pending(&mut self, ready: impl Fn(&Pending) -> bool) -> Vec<Pending> {
+        self.sort_pending();
+        let k = self.state.pending.partition_point(|p| ready(p));
+        self.take_first_pending(k)
+    }
+
+    fn sort_pending(&mut self) {
+        if !self.state.pending_sorted {
+            // Adaptive: a sorted run plus a few stragglers sorts in about O(n).
+            self.state.pending.sort();
+            self.state.pending_sorted = true;
+        }
+    }
+
+    /// The first `k` buffered events (sorted first).
+    fn take_first_pending(&mut self, k: usize) -> Vec<Pending> {
+        self.sort_pending();
+        let k = k.min(self.state.pending.len());
+        let rest = self.state.pending.split_off(k);
+        std::mem::replace(&mut self.state.pending, rest)
+    }
+
     /// Applies an event the watermark released: versions of the previous instant
     /// are emitted first, and deadlines before this instant fire.
-    fn apply_in_order(&mut self, p: Pending, out: &mut Output) {
+    fn apply_in_order(&mut self, p: &Pending, out: &mut Output) {
         if self.state.instant.is_none_or(|i| p.time > i) {
             self.flush(out);
             self.run_deadlines(p.time, false, out);
@@ -838,7 +964,7 @@ impl Correlator {
         let due = |t: EventTime| if inclusive { t <= until } else { t < until };
         loop {
             let next_wait = self.state.waits.keys().next().map(|k| k.0);
-            let next_quiet = self.state.deadlines.first().map(|d| d.0);
+            let next_quiet = self.next_deadline();
             let t = match (next_wait, next_quiet) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) | (None, Some(a)) => a,
@@ -855,24 +981,42 @@ impl Correlator {
                 self.unindex_wait(rule, wait.key, deadline, cause);
                 self.fire_absence(rule, cause, wait, deadline, out);
             }
-            while let Some(&(d, seq)) = self.state.deadlines.first() {
+            while let Some(d) = self.next_deadline() {
                 if d != t {
                     break;
                 }
-                self.state.deadlines.pop_first();
+                let Some(Reverse((d, seq))) = self.state.deadlines.pop() else {
+                    break;
+                };
                 self.deadline_reached(seq, d);
             }
             self.flush(out);
         }
     }
 
-    fn apply(&mut self, p: Pending, out: &mut Output) {
+    /// The earliest current deadline, dropping superseded entries on the way.
+    fn next_deadline(&mut self) -> Option<EventTime> {
+        while let Some(&Reverse((d, seq))) = self.state.deadlines.peek() {
+            let current = self
+                .state
+                .incidents
+                .get(&seq)
+                .is_some_and(|i| i.deadline == Some(d));
+            if current {
+                return Some(d);
+            }
+            self.state.deadlines.pop();
+        }
+        None
+    }
+
+    fn apply(&mut self, p: &Pending, out: &mut Output) {
         if p.status == Status::Resolved {
-            self.resolve_alert(&p, out);
+            self.resolve_alert(p, out);
             return;
         }
         if p.matches.follow != 0 {
-            self.cancel_waits(&p);
+            self.cancel_waits(p);
         }
         // Links this effect makes now, and threshold causes it counts toward.
         let mut links: Vec<Link> = Vec::new();
@@ -886,11 +1030,11 @@ impl Correlator {
             }
             let (within, threshold, rises) =
                 (rule.within, rule.threshold.is_some(), rule.rise.is_some());
-            if rises && !self.rose(r, &p) {
+            if rises && !self.rose(r, p) {
                 continue;
             }
-            for key in self.keys(r, Side::Effect, &p) {
-                let Some(list) = self.state.causes.get(&(r, key.hash)) else {
+            for key in self.keys(r, Side::Effect, p) {
+                let Some(list) = self.cause_list(r, key.hash) else {
                     continue;
                 };
                 let upto = list.causes.partition_point(|c| c.time <= p.time);
@@ -916,9 +1060,9 @@ impl Correlator {
             }
         }
         let seq = if !links.is_empty() {
-            self.place_linked(&p, &links, out)
+            self.place_linked(p, &links, out)
         } else if p.status == Status::Firing {
-            self.place_in_group(&p, out)
+            self.place_in_group(p, out)
         } else {
             0
         };
@@ -931,13 +1075,13 @@ impl Correlator {
             severity: p.severity,
         };
         if effect_rules != 0 {
-            self.buffer_effect(&p, rec);
+            self.buffer_effect(p, rec);
         }
         for (r, key, cause, cause_time) in counted {
             self.count_toward_threshold(r, key, cause, cause_time, rec, &p.subject, out);
         }
         if p.matches.cause != 0 {
-            self.register_cause(&p, out);
+            self.register_cause(p, out);
         }
     }
 
@@ -1044,6 +1188,15 @@ impl Correlator {
 
     fn buffer_effect(&mut self, p: &Pending, rec: EffectRec) {
         let insert = |list: &mut EffectList| {
+            // Effects are applied in time order: almost always an append.
+            if list
+                .effects
+                .last()
+                .is_none_or(|l| (l.time, l.id) < (rec.time, rec.id))
+            {
+                list.effects.push(rec);
+                return;
+            }
             let at = list
                 .effects
                 .partition_point(|e| (e.time, e.id) < (rec.time, rec.id));
@@ -1106,8 +1259,17 @@ impl Correlator {
         None
     }
 
+    fn cause_list(&self, rule: u8, key: u64) -> Option<&CauseList> {
+        self.state
+            .causes
+            .get(&key)?
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map(|(_, l)| l)
+    }
+
     fn cause_rec(&self, rule: u8, key: u64, cause: EventId, time: EventTime) -> Option<&CauseRec> {
-        let list = self.state.causes.get(&(rule, key))?;
+        let list = self.cause_list(rule, key)?;
         let at = list
             .causes
             .binary_search_by(|c| (c.time, c.id).cmp(&(time, cause)))
@@ -1122,7 +1284,13 @@ impl Correlator {
         cause: EventId,
         time: EventTime,
     ) -> Option<&mut CauseRec> {
-        let list = self.state.causes.get_mut(&(rule, key))?;
+        let list = self
+            .state
+            .causes
+            .get_mut(&key)?
+            .iter_mut()
+            .find(|(r, _)| *r == rule)
+            .map(|(_, l)| l)?;
         let at = list
             .causes
             .binary_search_by(|c| (c.time, c.id).cmp(&(time, cause)))
@@ -1173,10 +1341,7 @@ impl Correlator {
             None => 1,
         };
         let rule = &self.rules[usize::from(rule_idx)];
-        let id = id::derive(
-            "inc",
-            &[&rule.id, &link.cause.to_string(), &generation.to_string()],
-        );
+        let id = id::incident(&[&rule.id, &link.cause.to_string(), &generation.to_string()]);
         let seq = self.new_incident(
             id.into(),
             rule_idx,
@@ -1372,16 +1537,13 @@ impl Correlator {
         let seq = match joinable {
             Some(s) => s,
             None => {
-                let id = id::derive(
-                    "inc",
-                    &[
-                        ALERT_GROUP_RULE,
-                        name,
-                        &p.subject.scope,
-                        &p.subject.entity,
-                        &p.id.to_string(),
-                    ],
-                );
+                let id = id::incident(&[
+                    ALERT_GROUP_RULE,
+                    name,
+                    &p.subject.scope,
+                    &p.subject.entity,
+                    &p.id.to_string(),
+                ]);
                 let label: Arc<str> =
                     format!("{}/{}/{name}", p.subject.scope, p.subject.entity).into();
                 let seq = self.new_incident(
@@ -1462,17 +1624,31 @@ impl Correlator {
                         .push((deadline, p.id));
                     continue;
                 }
-                let list = self
-                    .state
+                let lists = self.state.causes.entry(key.hash).or_default();
+                let at = match lists.iter().position(|(x, _)| *x == r) {
+                    Some(at) => at,
+                    None => {
+                        lists.push((
+                            r,
+                            CauseList {
+                                label: label.clone(),
+                                causes: Vec::new(),
+                            },
+                        ));
+                        lists.len() - 1
+                    }
+                };
+                let list = &mut lists[at].1;
+                let at = if list
                     .causes
-                    .entry((r, key.hash))
-                    .or_insert_with(|| CauseList {
-                        label: label.clone(),
-                        causes: Vec::new(),
-                    });
-                let at = list
-                    .causes
-                    .partition_point(|c| (c.time, c.id) < (p.time, p.id));
+                    .last()
+                    .is_none_or(|l| (l.time, l.id) < (p.time, p.id))
+                {
+                    list.causes.len()
+                } else {
+                    list.causes
+                        .partition_point(|c| (c.time, c.id) < (p.time, p.id))
+                };
                 list.causes.insert(
                     at,
                     CauseRec {
@@ -1599,7 +1775,7 @@ impl Correlator {
         let Some((count, window)) = self.rules.get(usize::from(r)).and_then(|x| x.threshold) else {
             return;
         };
-        let Some(label) = self.state.causes.get(&(r, key)).map(|l| l.label.clone()) else {
+        let Some(label) = self.cause_list(r, key).map(|l| l.label.clone()) else {
             return;
         };
         let link = Link {
@@ -1744,9 +1920,7 @@ impl Correlator {
             let Some(mut gone) = self.state.incidents.remove(&s) else {
                 continue;
             };
-            if let Some(d) = gone.deadline.take() {
-                self.state.deadlines.remove(&(d, s));
-            }
+            gone.deadline = None;
             if let Some(inc) = self.state.incidents.get_mut(&survivor) {
                 inc.max_duration = inc.max_duration.max(gone.max_duration);
                 inc.event_count += gone.event_count;
@@ -1813,9 +1987,7 @@ impl Correlator {
         let Some(inc) = self.state.incidents.get_mut(&seq) else {
             return;
         };
-        if let Some(d) = inc.deadline.take() {
-            self.state.deadlines.remove(&(d, seq));
-        }
+        inc.deadline = None;
         if inc.state == IncidentState::Resolved {
             return;
         }
@@ -1826,7 +1998,7 @@ impl Correlator {
             expiry
         };
         inc.deadline = Some(d);
-        self.state.deadlines.insert((d, seq));
+        self.state.deadlines.push(Reverse((d, seq)));
     }
 
     /// A quiet or maximum-duration deadline passed.
@@ -1971,7 +2143,7 @@ impl Correlator {
             Some(seq) => seq,
             None if require => return,
             None => {
-                let id = id::derive("inc", &[&rule_id, &cause.to_string(), "absent"]);
+                let id = id::incident(&[&rule_id, &cause.to_string(), "absent"]);
                 let seq = self.new_incident(
                     id.into(),
                     r,
@@ -2066,8 +2238,8 @@ impl Correlator {
                     .map_or_else(|| r.title.clone(), |t| t.title.clone());
                 (r.id.clone(), r.version, t)
             };
-            if inc.title_stale || template.contains("{count}") {
-                inc.title = render_title(&template, inc, &rule_id).into();
+            if inc.title_stale || template.uses_count {
+                inc.title = template.render(inc, &rule_id).into();
                 inc.title_stale = false;
             }
             out.incidents.push(IncidentVersion {
@@ -2125,15 +2297,15 @@ impl Correlator {
             self.state.expr_effects.retain(|_, l| !l.effects.is_empty());
             self.state.evicted_cap += evicted;
         }
-        while self.state.pending.len() > cap {
-            let Some(Reverse(p)) = self.state.pending.pop() else {
-                break;
-            };
-            let t = p.time;
-            self.apply_in_order(p, out);
-            self.state.forced += 1;
-            if self.state.watermark.is_none_or(|w| t > w) {
-                self.state.watermark = Some(t);
+        if self.state.pending.len() > cap {
+            let excess = self.state.pending.len() - cap;
+            for p in &self.take_first_pending(excess) {
+                let t = p.time;
+                self.apply_in_order(p, out);
+                self.state.forced += 1;
+                if self.state.watermark.is_none_or(|w| t > w) {
+                    self.state.watermark = Some(t);
+                }
             }
         }
         self.flush(out);
@@ -2166,7 +2338,7 @@ impl Correlator {
         let mut evicted = 0u64;
         self.state.seen.retain(|_, expiry| *expiry >= w);
         let rules = &self.rules;
-        for ((r, _), list) in self.state.causes.iter_mut() {
+        for (r, list) in self.state.causes.values_mut().flatten() {
             let within = rules
                 .get(usize::from(*r))
                 .map(|x| x.within)
@@ -2182,7 +2354,10 @@ impl Correlator {
             }
             evicted += (before - list.causes.len()) as u64;
         }
-        self.state.causes.retain(|_, l| !l.causes.is_empty());
+        for lists in self.state.causes.values_mut() {
+            lists.retain(|(_, l)| !l.causes.is_empty());
+        }
+        self.state.causes.retain(|_, l| !l.is_empty());
         let retention = self.config.effect_retention;
         for list in self
             .state
@@ -2208,10 +2383,20 @@ impl Correlator {
                 inc.state == IncidentState::Resolved
                     && inc.resolved_at.unwrap_or(inc.updated_at) < horizon
             })
-            .map(|(s, _)| *s)
+            .map(|(s, _)| s)
             .collect();
+        if self.state.deadlines.len() > 2 * self.state.incidents.len() + 64 {
+            let incidents = &self.state.incidents;
+            let current: BinaryHeap<Reverse<(EventTime, u64)>> = self
+                .state
+                .deadlines
+                .drain()
+                .filter(|Reverse((d, s))| incidents.get(s).is_some_and(|i| i.deadline == Some(*d)))
+                .collect();
+            self.state.deadlines = current;
+        }
         if !gone.is_empty() {
-            self.state.incidents.retain(|s, _| !gone.contains(s));
+            self.state.incidents.retain(|s, _| !gone.contains(&s));
             self.state.groups.retain(|_, s| !gone.contains(s));
             self.state.alerts.retain(|_, s| !gone.contains(s));
             self.state.members.retain(|_, m| !gone.contains(&m.seq));
@@ -2226,20 +2411,87 @@ impl Correlator {
     }
 }
 
-fn render_title(template: &str, inc: &Incident, rule_id: &str) -> String {
-    let alerts = if inc.alertnames.is_empty() {
-        "alerts".to_owned()
-    } else {
-        inc.alertnames.join(", ")
-    };
-    template
-        .replace("{entity}", &inc.subject.entity)
-        .replace("{scope}", &inc.subject.scope)
-        .replace(
-            "{cause}",
-            inc.cause_summary.as_deref().unwrap_or("unknown cause"),
-        )
-        .replace("{alerts}", &alerts)
-        .replace("{count}", &inc.event_count.to_string())
-        .replace("{rule}", rule_id)
+/// A title template, parsed once: text and the incident fields it names.
+#[derive(Debug)]
+struct Title {
+    parts: Vec<TitlePart>,
+    uses_count: bool,
+}
+
+#[derive(Debug)]
+enum TitlePart {
+    Text(Box<str>),
+    Entity,
+    Scope,
+    Cause,
+    Alerts,
+    Count,
+    Rule,
+}
+
+impl Title {
+    fn parse(template: &str) -> Title {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while !rest.is_empty() {
+            const FIELDS: [&str; 6] = [
+                "{entity}", "{scope}", "{cause}", "{alerts}", "{count}", "{rule}",
+            ];
+            let field = FIELDS
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| rest.find(name).map(|at| (at, i, name.len())))
+                .min();
+            match field {
+                Some((at, i, len)) => {
+                    if at > 0 {
+                        parts.push(TitlePart::Text(rest[..at].into()));
+                    }
+                    parts.push(match i {
+                        0 => TitlePart::Entity,
+                        1 => TitlePart::Scope,
+                        2 => TitlePart::Cause,
+                        3 => TitlePart::Alerts,
+                        4 => TitlePart::Count,
+                        _ => TitlePart::Rule,
+                    });
+                    rest = &rest[at + len..];
+                }
+                None => {
+                    parts.push(TitlePart::Text(rest.into()));
+                    rest = "";
+                }
+            }
+        }
+        let uses_count = parts.iter().any(|p| matches!(p, TitlePart::Count));
+        Title { parts, uses_count }
+    }
+
+    fn render(&self, inc: &Incident, rule_id: &str) -> String {
+        let mut out = String::with_capacity(96);
+        for part in &self.parts {
+            match part {
+                TitlePart::Text(t) => out.push_str(t),
+                TitlePart::Entity => out.push_str(&inc.subject.entity),
+                TitlePart::Scope => out.push_str(&inc.subject.scope),
+                TitlePart::Cause => {
+                    out.push_str(inc.cause_summary.as_deref().unwrap_or("unknown cause"))
+                }
+                TitlePart::Alerts => {
+                    if inc.alertnames.is_empty() {
+                        out.push_str("alerts");
+                    }
+                    for (i, name) in inc.alertnames.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        out.push_str(name);
+                    }
+                }
+                TitlePart::Count => out.push_str(&inc.event_count.to_string()),
+                TitlePart::Rule => out.push_str(rule_id),
+            }
+        }
+        out
+    }
 }
