@@ -177,11 +177,6 @@ impl Actions {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The change index that feeds template variables (and enrichment).
-    pub(crate) fn changes(&self) -> ChangeIndex {
-        self.lock().changes.clone()
-    }
-
     /// Remembers the change events of a batch (before the engine takes it).
     pub(crate) fn observe<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
         self.lock().changes.observe(events);

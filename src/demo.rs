@@ -82,6 +82,9 @@ pub(crate) async fn run(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result
     println!(
         "  causeway sql{dd} \"SELECT source, kind, entity, status, summary FROM events ORDER BY time\""
     );
+    println!(
+        "  causeway sql{dd} \"SELECT runbook, decision, reason, params FROM actions ORDER BY decided_at\""
+    );
     Ok(())
 }
 
@@ -197,6 +200,39 @@ async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
     if !running.wait_quiescent(Duration::from_secs(60)).await {
         bail!("the engine did not finish correlating within 60s");
     }
+    // An irreversible runbook waits for a human: the demo's on-call approves it
+    // through the API, as an operator would.
+    let waiting = query_rows(
+        running,
+        "SELECT action_id, runbook FROM actions WHERE decision = 'awaiting_approval' ORDER BY action_id",
+    )
+    .await?;
+    for w in &waiting {
+        let id = format::s(w, "action_id");
+        let resp = client
+            .post_json(
+                &format!("/api/v1/actions/{id}/approve"),
+                &[],
+                json!({"approver": "oncall@acme.example"}).to_string(),
+            )
+            .await?;
+        if resp.status != 200 {
+            bail!(
+                "approving {id} was refused with {}: {}",
+                resp.status,
+                resp.text()
+            );
+        }
+        println!(
+            "Approved {} action {id} as oncall@acme.example (POST /api/v1/actions/{id}/approve).",
+            format::s(w, "runbook")
+        );
+    }
+    // The approval is recorded on the engine's next turn.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    if !running.wait_quiescent(Duration::from_secs(60)).await {
+        bail!("the engine did not record the approvals within 60s");
+    }
     print_incidents(running).await
 }
 
@@ -213,6 +249,23 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
     // Start 30 minutes ago, on a whole minute, so the story reads well.
     let c = Clock((now.as_micros() / 60_000_000 - 30) * 60_000_000);
     let mut steps = Vec::new();
+
+    // Half an hour before the story, the revisions that ran healthily so far are
+    // rolled out: what a rollback would return to.
+    steps.push(github_status(
+        "acme/checkout",
+        "3e9d1f07a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1",
+        "success",
+        c.at(-30, 0),
+        991,
+    ));
+    steps.push(github_status(
+        "acme/payments-service",
+        "7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f",
+        "success",
+        c.at(-29, 0),
+        992,
+    ));
 
     // 00:30 noise: a node's disk fills up (nothing to do with any deploy).
     let disk = alert(
@@ -736,6 +789,23 @@ async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
         let id = format::s(inc, "incident_id");
         let chain = query_rows(running, &format::chain_query(id)).await?;
         print!("{}", format::incident_tree(inc, &chain));
+        let actions = query_rows(
+            running,
+            &format!(
+                "SELECT runbook, action_class, decision, reason FROM actions \
+                 WHERE incident_id = '{id}' ORDER BY decided_at, decision"
+            ),
+        )
+        .await?;
+        for a in &actions {
+            println!(
+                "  ⚙ runbook {} ({}): {} — {}",
+                format::s(a, "runbook"),
+                format::s(a, "action_class"),
+                format::s(a, "decision"),
+                format::s(a, "reason")
+            );
+        }
         println!();
     }
     Ok(())

@@ -30,12 +30,23 @@ pub(crate) fn free_port() -> u16 {
 /// Writes `config` to `<dir>/causeway.yaml`, starts the binary on it and waits
 /// until `/readyz` answers 200.
 pub(crate) async fn start_with(dir: &Path, port: u16, config: &str) -> Instance {
+    start_with_env(dir, port, config, &[]).await
+}
+
+/// [`start_with`], with extra environment variables for the binary.
+pub(crate) async fn start_with_env(
+    dir: &Path,
+    port: u16,
+    config: &str,
+    env: &[(&str, &str)],
+) -> Instance {
     let path = dir.join("causeway.yaml");
     std::fs::write(&path, config).expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(["run", "--config"])
         .arg(&path)
         .env("CAUSEWAY_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

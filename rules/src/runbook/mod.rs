@@ -38,8 +38,6 @@
 //! same checks as a new action of its own.
 
 mod kernel;
-#[cfg(test)]
-mod scratch_check;
 mod spec;
 mod template;
 #[cfg(test)]
