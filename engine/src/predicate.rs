@@ -237,7 +237,7 @@ impl CompiledRules {
         }
         // Smallest first, so a larger shared expression can read smaller ones;
         // ties in a fixed order (the expression's text) for a stable schema.
-        common.sort_by(|a, b| (a.1, a.0.to_string()).cmp(&(b.1, b.0.to_string())));
+        common.sort_by_key(|a| (a.1, a.0.to_string()));
         let mut fields: Vec<Arc<Field>> = EVENTS.fields().iter().cloned().collect();
         let mut columns: HashMap<Expr, Expr> = HashMap::new();
         let mut shared = Vec::with_capacity(common.len());

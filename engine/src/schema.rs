@@ -333,7 +333,7 @@ fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
         })
 }
 
-fn text<'a>(a: &'a StringArray, i: usize) -> Option<&'a str> {
+fn text(a: &StringArray, i: usize) -> Option<&str> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
