@@ -206,7 +206,15 @@ impl Actions {
             return Ok((Vec::new(), Vec::new()));
         }
         let decisions = std::mem::take(&mut core.queued);
-        let events = std::mem::take(&mut core.events);
+        let mut events = std::mem::take(&mut core.events);
+        // The kernel dates its alert at the incident that tripped it; an alert
+        // about the remediator is news now, so it must not land behind the
+        // watermark and be refused as late.
+        if let Some(w) = engine.status().watermark {
+            for e in &mut events {
+                e.time = e.time.max(w);
+            }
+        }
         engine
             .record_actions(&decisions)
             .context("recording runbook decisions")?;

@@ -8,7 +8,8 @@
 //! - payments is deployed, crash-loops, and is rolled back: its alerts resolve;
 //! - someone `kubectl edit`s cart, which Argo CD manages: OutOfSync, Degraded, errors
 //!   (GitOps drift);
-//! - a CI job lowers inventory's memory limit: its pods back off;
+//! - a CI job lowers the memory limit of four workloads: their pods back off, and
+//!   the revert runbook runs into its budget (a storm of its own, raised as an alert);
 //! - an operator modifies the ledger database (CloudTrail, delivered minutes late):
 //!   ledger, which depends on it, fails to write;
 //! - someone opens a shell in an orders pod and Falco fires;
@@ -453,6 +454,34 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
         2,
         c.at(13, 40),
     ));
+
+    // 11:31–11:33 the same CI job does it to three more workloads: the revert
+    // runbook acts on three, then its budget halts it and Causeway raises an
+    // alert about its own remediator.
+    for (i, (workload, pod)) in [
+        ("reports", "reports-6d9f7c8b5-r7t2m"),
+        ("mailer", "mailer-5c8b9d6f7-m4n8p"),
+        ("thumbnailer", "thumbnailer-8f6d5c9b7-t9v4w"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let i = i64::try_from(i).unwrap_or(0);
+        steps.push(audit(
+            &format!("b17f3a9{i}-{workload}-limits"),
+            c.at(11, 40 + i * 5),
+            "system:serviceaccount:ci:deployer",
+            "patch",
+            "deployments",
+            "shop",
+            workload,
+            None,
+            Some(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": workload, "resources": {"limits": {"memory": "128Mi"}}}]}}}})),
+        ));
+        steps.push(k8s_event(pod, "BackOff", 1, c.at(13, 10 + i * 5)));
+        steps.push(k8s_event(pod, "BackOff", 2, c.at(13, 50 + i * 3)));
+    }
 
     // 12:00 payments is rolled back; its alerts resolve by 14:30.
     steps.push(github_status(
