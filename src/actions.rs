@@ -123,6 +123,7 @@ impl Actions {
         engine: &Engine,
         kill_switch: bool,
         stream: Option<PathBuf>,
+        changes: ChangeIndex,
     ) -> anyhow::Result<(Actions, mpsc::UnboundedReceiver<Execute>)> {
         let mut kernel = Kernel::new(rules.runbooks());
         let saved: Sidecar = if engine.sidecar().is_empty() {
@@ -154,7 +155,7 @@ impl Actions {
             kernel,
             rule_runbooks,
             catalog: catalog.clone(),
-            changes: ChangeIndex::new(100_000, Duration::from_secs(7 * 24 * 3600)),
+            changes,
             queued: Vec::new(),
             events: Vec::new(),
             inflight,
@@ -175,11 +176,6 @@ impl Actions {
         // A panic while holding the lock leaves consistent state: every method
         // mutates through whole kernel calls.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Remembers the change events of a batch (before the engine takes it).
-    pub(crate) fn observe<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
-        self.lock().changes.observe(events);
     }
 
     /// Decides on what the engine produced, and advances the kernel's clock.

@@ -3,6 +3,7 @@
 //!
 //! Tasks, all owned by one `JoinSet` and stopped by one `CancellationToken`:
 //! - the HTTP server (receivers and API), which drains in-flight requests;
+//! - the Postgres wire listener when `sql.pg_listen` is set (`pgwire.rs`);
 //! - the engine loop: read the log from the checkpointed offsets, correlate,
 //!   commit history and checkpoint every `commit_interval`, and once more on exit;
 //! - the log writer (a blocking thread), which ends after the last handle to the
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::{self, Actions};
 use crate::api;
 use crate::config::Loaded;
+use crate::enrich::{ChangeIndex, IncidentEnricher, SimilarIndex};
 use crate::kafka_engine::KafkaEngine;
 
 /// What the rest of the binary sees of a running instance.
@@ -80,6 +82,23 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     let reader = HistoryReader::live(engine.history());
     let cancel = CancellationToken::new();
     crate::metrics::init();
+    // Enrichment answers from memory: recent changes, alert links and owners, and
+    // similar past incidents loaded once from the history.
+    let changes = ChangeIndex::new(100_000, Duration::from_secs(7 * 24 * 3600));
+    let similar = SimilarIndex::new(100_000);
+    match similar
+        .load(&reader, Duration::from_secs(30 * 24 * 3600), 50_000)
+        .await
+    {
+        Ok(n) => tracing::info!(incidents = n, "similar-incident index loaded"),
+        Err(error) => tracing::warn!(
+            error = %format!("{error:#}"),
+            "similar-incident index not loaded; incidents will name none from before this start"
+        ),
+    }
+    let enricher = IncidentEnricher::new(config.catalog.clone(), changes.clone(), similar);
+    let mut engine = engine;
+    engine.set_enricher(Arc::new(enricher.clone()));
     let (actions, exec_queue) = Actions::new(
         &loaded.rules,
         &config.catalog,
@@ -88,6 +107,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         kafka
             .is_none()
             .then(|| config.data_dir.join("actions").join("stream.jsonl")),
+        changes,
     )?;
     // The kernel's own events (a runbook out of budget) go through the event log
     // like any other, so the storm is correlated.
@@ -115,6 +135,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                     status: status_tx,
                     healthy: engine_healthy.clone(),
                     actions: actions.clone(),
+                    enricher: enricher.clone(),
                     own_events: own_events.clone(),
                 },
             ));
@@ -143,6 +164,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                 engine,
                 status_tx,
                 actions.clone(),
+                enricher.clone(),
                 own_events.clone(),
             )?;
             let commit_interval = config.engine.commit_interval;
@@ -205,6 +227,17 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             .await
             .context("http server failed")
     });
+    if let Some(pg_listen) = config.sql.pg_listen {
+        let settings = crate::pgwire::Settings {
+            max_connections: config.sql.pg_max_connections,
+            password: loaded.pg_password.clone(),
+            limits: config.query_limits(),
+        };
+        let pg = crate::pgwire::Listener::bind(pg_listen, reader.clone(), settings).await?;
+        let pg_addr = pg.local_addr()?;
+        tasks.spawn(pg.serve(cancel.clone()));
+        tracing::info!(addr = %pg_addr, "postgres wire listener is running");
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "causeway is running");
     Ok(Running {
         addr,
@@ -298,6 +331,7 @@ struct EngineLoop {
     status: watch::Sender<EngineStatus>,
     healthy: Arc<AtomicBool>,
     actions: Actions,
+    enricher: IncidentEnricher,
     own_events: tokio::sync::mpsc::UnboundedSender<Vec<causeway_rules::Event>>,
 }
 
@@ -314,7 +348,7 @@ async fn engine_loop(
         };
         let now = ProcessingTime::now();
         let records = positioned(records);
-        l.actions.observe(records.iter().map(|(_, e)| e));
+        l.enricher.observe(records.iter().map(|(_, e)| e));
         let out = tokio::task::block_in_place(|| engine.process(records, now))
             .context("correlating events")?;
         l.actions.on_output(&out, now);

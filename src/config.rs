@@ -361,6 +361,24 @@ pub(crate) struct SqlConfig {
     #[serde(with = "humantime_serde")]
     pub(crate) timeout: Duration,
     pub(crate) memory_limit_bytes: usize,
+    /// Postgres wire-protocol listener for the same read-only SQL (off when unset;
+    /// usually `127.0.0.1:5433`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pg_listen: Option<SocketAddr>,
+    /// Postgres connections served at once; more are refused (SQLSTATE 53300).
+    #[serde(default = "default_pg_max_connections")]
+    pub(crate) pg_max_connections: usize,
+    /// Cleartext password every Postgres client must give; none asked when unset.
+    /// Prefer `pg_password_file` or `CAUSEWAY__SQL__PG_PASSWORD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pg_password: Option<String>,
+    /// File holding that password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pg_password_file: Option<PathBuf>,
+}
+
+fn default_pg_max_connections() -> usize {
+    16
 }
 
 impl Default for Config {
@@ -394,6 +412,10 @@ impl Default for Config {
             sql: SqlConfig {
                 timeout: QueryLimits::default().timeout,
                 memory_limit_bytes: QueryLimits::default().memory_bytes,
+                pg_listen: None,
+                pg_max_connections: default_pg_max_connections(),
+                pg_password: None,
+                pg_password_file: None,
             },
             kafka: KafkaConfig::default(),
             catalog: Catalog {
@@ -411,6 +433,8 @@ pub(crate) struct Loaded {
     pub(crate) rules: RulePack,
     pub(crate) github_secret: Option<String>,
     pub(crate) auth: std::collections::BTreeMap<String, causeway_connectors::receiver::Credential>,
+    /// The Postgres listener's password (`sql.pg_password` or its file), if any.
+    pub(crate) pg_password: Option<String>,
 }
 
 impl Config {
@@ -527,11 +551,20 @@ impl Config {
             };
             auth.insert(source.clone(), credential);
         }
+        if self.sql.pg_max_connections == 0 {
+            bail!("sql.pg_max_connections: must be larger than zero");
+        }
+        let pg_password = self.sql.pg_password.clone().filter(|p| !p.is_empty());
+        let pg_password = match (&pg_password, &self.sql.pg_password_file) {
+            (None, None) => None,
+            (inline, file) => Some(secret("sql.pg_password", inline, file)?),
+        };
         Ok(Loaded {
             config: self,
             rules,
             github_secret,
             auth,
+            pg_password,
         })
     }
 }

@@ -101,23 +101,40 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
+        if !empty {
+            // A second run adds to the first: its incidents find the earlier,
+            // identical ones as similar past incidents.
+            println!(
+                "Adding to the earlier demo's history in {} (remove it for a fresh start).",
+                dir.display()
+            );
+            return Ok(());
+        }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(
         dir.join(MARKER),
-        "written by `causeway demo`; the next demo replaces this directory\n",
+        "written by `causeway demo`; later demos add to this history\n",
     )
     .with_context(|| format!("cannot write {}", dir.display()))?;
     Ok(())
 }
 
 fn demo_catalog() -> Catalog {
-    let svc = |name: &str, ns: &str| ServiceEntry {
-        name: name.into(),
-        namespace: Some(ns.into()),
-        ..ServiceEntry::default()
+    let svc = |name: &str, ns: &str| {
+        let team = match ns {
+            "finance" => "ledger-team",
+            "edge" => "web-platform",
+            _ => "shop-team",
+        };
+        ServiceEntry {
+            name: name.into(),
+            namespace: Some(ns.into()),
+            team: Some(team.into()),
+            oncall: Some(format!("#oncall-{team}")),
+            runbook_url: Some(format!("https://runbooks.acme.example/{name}")),
+            ..ServiceEntry::default()
+        }
     };
     Catalog {
         default_cluster: CLUSTER.into(),
@@ -172,7 +189,38 @@ struct Step {
 
 async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
     let client = HttpPoster::new(base)?;
-    let steps = scenario(ProcessingTime::now());
+    // The story ends now, unless an earlier demo's history already reaches past
+    // that: then it is placed after it, so none of it arrives too late.
+    let now = ProcessingTime::now();
+    let watermark = running.status.borrow().watermark;
+    let anchor = match watermark {
+        Some(w) if w.as_micros() + 31 * 60_000_000 > now.as_micros() => {
+            ProcessingTime::from_micros(w.as_micros() + 31 * 60_000_000)
+        }
+        _ => now,
+    };
+    let mut steps = scenario(anchor);
+    // Incidents of earlier runs are not this run's to print.
+    let earlier: std::collections::BTreeSet<String> =
+        query_rows(running, "SELECT incident_id FROM incidents_latest")
+            .await?
+            .iter()
+            .map(|r| format::s(r, "incident_id").to_owned())
+            .collect();
+    if !earlier.is_empty() {
+        // A new run is new activity: its deployments, audit records and Events
+        // have ids of their own (the same ids would be re-deliveries, counted once).
+        let salt = u64::try_from(anchor.as_micros() / 60_000_000).unwrap_or(0);
+        for step in &mut steps {
+            salt_native_ids(step, salt);
+        }
+    }
+    if anchor != now {
+        println!(
+            "This history already reaches past now: the story is placed after it ({}).",
+            anchor.to_rfc3339()
+        );
+    }
     let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
     for step in &steps {
         let headers: Vec<(&str, &str)> =
@@ -234,7 +282,48 @@ async fn drive(running: &mut app::Running, base: &str) -> anyhow::Result<()> {
     if !running.wait_quiescent(Duration::from_secs(60)).await {
         bail!("the engine did not record the approvals within 60s");
     }
-    print_incidents(running).await
+    print_incidents(running, &earlier, now).await
+}
+
+/// Gives a step's native ids (GitHub deployment and status ids, audit ids, Event
+/// uids, CloudTrail event ids) a run-specific suffix.
+fn salt_native_ids(step: &mut Step, salt: u64) {
+    let suffix = |v: &mut Value| {
+        if let Some(text) = v.as_str() {
+            *v = Value::String(format!("{text}-run{salt}"));
+        }
+    };
+    let renumber = |v: &mut Value| {
+        if let Some(n) = v.as_u64() {
+            *v = json!(n + salt * 100_000);
+        }
+    };
+    let body = &mut step.body;
+    match step.path.split('?').next().unwrap_or_default() {
+        "/ingest/github" => {
+            renumber(&mut body["deployment_status"]["id"]);
+            renumber(&mut body["deployment"]["id"]);
+            for (k, v) in &mut step.headers {
+                if *k == "x-github-delivery" {
+                    v.push_str(&format!("-run{salt}"));
+                }
+            }
+        }
+        "/ingest/k8s-audit" => {
+            if let Some(items) = body["items"].as_array_mut() {
+                items.iter_mut().for_each(|i| suffix(&mut i["auditID"]));
+            } else {
+                suffix(&mut body["auditID"]);
+            }
+        }
+        "/ingest/k8s-events" => suffix(&mut body["metadata"]["uid"]),
+        "/ingest/cloudtrail" => {
+            if let Some(records) = body["Records"].as_array_mut() {
+                records.iter_mut().for_each(|r| suffix(&mut r["eventID"]));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The scenario's clock: minutes and seconds after its start.
@@ -799,19 +888,34 @@ async fn query_rows(running: &app::Running, sql: &str) -> anyhow::Result<Vec<Val
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-async fn print_incidents(running: &app::Running) -> anyhow::Result<()> {
-    let incidents = query_rows(
+async fn print_incidents(
+    running: &app::Running,
+    earlier: &std::collections::BTreeSet<String>,
+    started: ProcessingTime,
+) -> anyhow::Result<()> {
+    let incidents: Vec<Value> = query_rows(
         running,
         "SELECT * FROM incidents_latest WHERE merged_into IS NULL ORDER BY opened_at, incident_id",
     )
+    .await?
+    .into_iter()
+    .filter(|r| !earlier.contains(format::s(r, "incident_id")))
+    .collect();
+    let since = format!("to_timestamp_micros({})", started.as_micros());
+    let version_rows = query_rows(running, "SELECT incident_id FROM incidents")
+        .await?
+        .iter()
+        .filter(|r| !earlier.contains(format::s(r, "incident_id")))
+        .count();
+    let events = query_rows(
+        running,
+        &format!("SELECT count(*) AS n FROM events WHERE ingested_at >= {since}"),
+    )
     .await?;
-    let versions = query_rows(running, "SELECT count(*) AS n FROM incidents").await?;
-    let version_rows = versions.first().and_then(|v| v["n"].as_i64()).unwrap_or(0);
-    let events = query_rows(running, "SELECT count(*) AS n FROM events").await?;
     let event_rows = events.first().and_then(|v| v["n"].as_i64()).unwrap_or(0);
     println!(
         "Correlated {event_rows} distinct events into {} incidents, stored as {version_rows} incident versions\n\
-         (SELECT count(*) FROM incidents = {version_rows}, one row per version).\n",
+         (the incidents table keeps one row per version; incidents_latest the latest).\n",
         incidents.len(),
     );
     for inc in &incidents {

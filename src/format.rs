@@ -113,6 +113,12 @@ pub(crate) fn incident_tree(incident: &serde_json::Value, chain: &[serde_json::V
             None => String::new(),
         }
     );
+    if let Some(e) = incident["enrichment"]
+        .as_str()
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+    {
+        out.push_str(&enrichment_lines(&e));
+    }
     let root = s(incident, "root_cause_event_id");
     let mut events: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
     // Every cause an event was linked to, with the rule and lag.
@@ -232,6 +238,110 @@ pub(crate) fn incident_tree(incident: &serde_json::Value, chain: &[serde_json::V
             short_time(s(r, "time")),
             s(r, "summary")
         );
+    }
+    out
+}
+
+/// The enrichment of an incident as a few indented lines: owner, what changed,
+/// links, similar past incidents.
+pub(crate) fn enrichment_lines(e: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let owner = &e["owner"];
+    let mut who = Vec::new();
+    if let Some(t) = text(&owner["team"]) {
+        who.push(format!("team {t}"));
+    }
+    if let Some(o) = text(&owner["oncall"]) {
+        who.push(format!("on call {o}"));
+    }
+    if let Some(r) = text(&owner["repository"]) {
+        who.push(format!("repo {r}"));
+    }
+    if let Some(r) = text(&owner["runbook_url"]) {
+        who.push(format!("runbook {r}"));
+    }
+    if !who.is_empty() {
+        let _ = writeln!(out, "  owner: {}", who.join(" · "));
+    }
+    let change = &e["change"];
+    if change.is_object() {
+        let mut what = Vec::new();
+        for field in ["revision", "image"] {
+            let c = &change[field];
+            if let Some(to) = text(&c["to"]) {
+                let short = |v: String| {
+                    if field == "revision" && v.len() > 12 {
+                        v[..7].to_owned()
+                    } else {
+                        v
+                    }
+                };
+                match text(&c["from"]) {
+                    Some(from) => what.push(format!("{field} {} → {}", short(from), short(to))),
+                    None => what.push(format!("{field} → {}", short(to))),
+                }
+            }
+        }
+        if let Some(set) = change["set"].as_object() {
+            for (k, v) in set {
+                if k != "fields" {
+                    what.push(format!("{k} = {}", v.as_str().unwrap_or_default()));
+                }
+            }
+        }
+        if let Some(params) = change["request_parameters"].as_object() {
+            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            what.push(format!("request {}", p.join(" ")));
+        }
+        if let Some(a) = text(&change["actor"]) {
+            what.push(format!("by {a}"));
+        }
+        if change["drift"].as_bool() == Some(true) {
+            what.push("drifted from Git".to_owned());
+        }
+        if !what.is_empty() {
+            let _ = writeln!(out, "  changed: {}", what.join(" · "));
+        }
+    }
+    let links = &e["links"];
+    let mut l = Vec::new();
+    if let Some(c) = text(&links["change"]) {
+        l.push(c);
+    }
+    if let Some(a) = text(&links["argocd"]) {
+        l.push(a);
+    }
+    if let Some(first) = links["alerts"].as_array().and_then(|a| a.first()).and_then(|v| v.as_str()) {
+        l.push(first.to_owned());
+    }
+    if !l.is_empty() {
+        let _ = writeln!(out, "  links: {}", l.join(" · "));
+    }
+    if let Some(similar) = e["similar"].as_array() {
+        for p in similar {
+            let resolved = match p["time_to_resolve_seconds"].as_i64() {
+                Some(secs) => format!("resolved in {}m{:02}s", secs / 60, secs % 60),
+                None => "not resolved".to_owned(),
+            };
+            let actions = p["actions"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    let a: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
+                    format!(" · {}", a.join(", "))
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  similar: {} opened {} · {}{}",
+                p["incident_id"].as_str().unwrap_or_default(),
+                short_time(p["opened_at"].as_str().unwrap_or_default()),
+                resolved,
+                actions
+            );
+        }
     }
     out
 }

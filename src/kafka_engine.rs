@@ -39,6 +39,7 @@ struct Core {
     late_topic: String,
     actions_topic: String,
     actions: crate::actions::Actions,
+    enricher: crate::enrich::IncidentEnricher,
     own_events: tokio::sync::mpsc::UnboundedSender<Vec<causeway_rules::Event>>,
     status: watch::Sender<EngineStatus>,
     /// A hash of the state last saved per partition: unchanged state is not
@@ -53,7 +54,14 @@ impl std::fmt::Debug for Core {
 }
 
 /// One incident version as published on `causeway.incidents`.
-pub(crate) fn incident_message(v: &IncidentVersion, evidence: &[&IncidentEdge]) -> Value {
+pub(crate) fn incident_message(
+    v: &IncidentVersion,
+    evidence: &[&IncidentEdge],
+    enrichment: Option<&str>,
+) -> Value {
+    let enrichment = enrichment
+        .and_then(|e| serde_json::from_str::<Value>(e).ok())
+        .unwrap_or(Value::Null);
     json!({
         "incident_id": v.incident_id,
         "version": v.version,
@@ -70,6 +78,7 @@ pub(crate) fn incident_message(v: &IncidentVersion, evidence: &[&IncidentEdge]) 
         "resolved_at": v.resolved_at.map(|t| t.to_rfc3339()),
         "event_count": v.event_count,
         "merged_into": v.merged_into,
+        "enrichment": enrichment,
         "evidence": evidence.iter().map(|e| json!({
             "event_id": e.event_id.to_string(),
             "role": e.role.as_str(),
@@ -90,9 +99,10 @@ impl Core {
         for e in &out.edges {
             evidence.entry(&*e.incident_id).or_default().push(e);
         }
-        for v in &out.incidents {
+        for (i, v) in out.incidents.iter().enumerate() {
             let edges = evidence.get(&*v.incident_id).map_or(&[][..], Vec::as_slice);
-            let body = serde_json::to_vec(&incident_message(v, edges))?;
+            let enrichment = out.enrichment.get(i).and_then(|e| e.as_deref());
+            let body = serde_json::to_vec(&incident_message(v, edges, enrichment))?;
             self.sink
                 .send("incidents", &self.incidents_topic, &v.incident_id, &body)?;
         }
@@ -237,6 +247,7 @@ impl KafkaEngine {
         engine: Engine,
         status: watch::Sender<EngineStatus>,
         actions: crate::actions::Actions,
+        enricher: crate::enrich::IncidentEnricher,
         own_events: tokio::sync::mpsc::UnboundedSender<Vec<causeway_rules::Event>>,
     ) -> anyhow::Result<KafkaEngine> {
         let core = Arc::new(Mutex::new(Core {
@@ -247,6 +258,7 @@ impl KafkaEngine {
             late_topic: settings.topics.late.clone(),
             actions_topic: settings.topics.actions.clone(),
             actions,
+            enricher,
             own_events,
             status,
             saved: HashMap::new(),
@@ -277,7 +289,7 @@ impl KafkaEngine {
             let now = ProcessingTime::now();
             let records = crate::app::positioned(records);
             let mut core = self.lock()?;
-            core.actions.observe(records.iter().map(|(_, e)| e));
+            core.enricher.observe(records.iter().map(|(_, e)| e));
             let out = core
                 .engine
                 .process(records, now)

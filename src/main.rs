@@ -11,6 +11,7 @@ mod format;
 mod import;
 mod kafka_engine;
 mod metrics;
+mod pgwire;
 mod replay;
 mod rules_cmd;
 
@@ -63,8 +64,9 @@ enum Command {
     /// Run a bundled realistic scenario through the real receivers and print the
     /// incidents it produces.
     ///
-    /// Starts the embedded default in ./causeway-data (replacing an earlier demo's
-    /// data there, refusing to touch anything else), posts Alertmanager and GitHub
+    /// Starts the embedded default in ./causeway-data (adding to an earlier demo's
+    /// history there, whose incidents then show as similar past ones; refusing to
+    /// touch a directory that is not a demo's), posts Alertmanager and GitHub
     /// webhooks over HTTP, waits for correlation, prints each incident as a tree and
     /// leaves the history for `causeway sql`.
     Demo {

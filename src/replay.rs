@@ -281,7 +281,7 @@ fn write_versions(path: &Path, out: &causeway_rules::Output) -> anyhow::Result<(
                 .with_context(|| format!("cannot create {}", tmp.display()))?,
         );
         for v in &out.incidents {
-            serde_json::to_writer(&mut w, &crate::kafka_engine::incident_message(v, &[]))?;
+            serde_json::to_writer(&mut w, &crate::kafka_engine::incident_message(v, &[], None))?;
             w.write_all(b"\n")?;
         }
         w.flush()?;

@@ -5,7 +5,8 @@
 # Prerequisites, installed only when missing:
 # - tansu, the Kafka-protocol broker the Kafka tests start through
 #   deploy/dev/kafka.sh (built from crates.io once: about 20 minutes cold);
-# - confluent-kafka from PyPI, the external client the tests read topics with.
+# - confluent-kafka from PyPI, the external client the tests read topics with;
+# - psql (Debian's postgresql-client), the client the Postgres wire tests drive.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -14,5 +15,12 @@ deploy/dev/kafka.sh install
 if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   echo "test.sh: installing confluent-kafka (PyPI)" >&2
   python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka>=2.3,<3'
+fi
+if ! command -v psql >/dev/null 2>&1; then
+  echo "test.sh: installing postgresql-client (Debian), for psql" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null
 fi
 exec cargo test --workspace "$@"

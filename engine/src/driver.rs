@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::sync::Arc;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -73,12 +74,24 @@ pub struct EngineOutput {
     pub incidents: Vec<IncidentVersion>,
     pub edges: Vec<IncidentEdge>,
     pub too_late: Vec<Event>,
+    /// The enrichment of `incidents[i]`, as recorded (JSON), when an enricher is set.
+    pub enrichment: Vec<Option<Arc<str>>>,
+}
+
+/// Adds what a responder needs to an incident version before it is recorded and
+/// emitted: owners, the change behind it, links, similar past incidents. Called on
+/// the correlation path, so it must answer from memory (caches), never block.
+pub trait Enricher: Send + Sync + std::fmt::Debug {
+    /// The JSON enrichment of `incident`; `edges` are its evidence rows new in this
+    /// output (earlier ones were given with earlier versions).
+    fn enrich(&self, incident: &IncidentVersion, edges: &[&IncidentEdge]) -> Option<Arc<str>>;
 }
 
 impl EngineOutput {
-    fn absorb(&mut self, out: Output) {
+    fn absorb(&mut self, out: Output, enrichment: Vec<Option<Arc<str>>>) {
         self.incidents.extend(out.incidents);
         self.edges.extend(out.edges);
+        self.enrichment.extend(enrichment);
     }
 
     /// Appends another output.
@@ -86,6 +99,7 @@ impl EngineOutput {
         self.incidents.extend(other.incidents);
         self.edges.extend(other.edges);
         self.too_late.extend(other.too_late);
+        self.enrichment.extend(other.enrichment);
     }
 }
 
@@ -154,6 +168,7 @@ pub struct Engine {
     history_seq: u64,
     dirty: bool,
     sidecar: Vec<u8>,
+    enricher: Option<Arc<dyn Enricher>>,
 }
 
 fn checkpoint_path(data_dir: &Path) -> PathBuf {
@@ -245,6 +260,7 @@ impl Engine {
             history_seq,
             dirty: false,
             sidecar,
+            enricher: None,
         };
         if let Some(cp) = checkpoint
             && engine.mode == PartitionStateMode::Local
@@ -507,8 +523,8 @@ impl Engine {
             too_late,
             ..EngineOutput::default()
         };
-        self.record(&out)?;
-        result.absorb(out);
+        let enrichment = self.record(&out)?;
+        result.absorb(out, enrichment);
         // `tick` records what it releases itself.
         result.extend(self.tick(now)?);
         Ok(result)
@@ -555,23 +571,47 @@ impl Engine {
         metrics::BUFFERED_EFFECTS.set(totals.effects as i64);
         metrics::OPEN_KEYS.set(totals.open_keys as i64);
         metrics::REMEMBERED_IDS.set(totals.remembered_ids as i64);
-        self.record(&out)?;
+        let enrichment = self.record(&out)?;
         let mut result = EngineOutput::default();
-        result.absorb(out);
+        result.absorb(out, enrichment);
         Ok(result)
     }
 
-    fn record(&mut self, out: &Output) -> Result<()> {
+    fn record(&mut self, out: &Output) -> Result<Vec<Option<Arc<str>>>> {
+        let mut enrichment = Vec::new();
         if !out.incidents.is_empty() {
             metrics::INCIDENT_VERSIONS.inc_by(out.incidents.len() as u64);
-            self.history
-                .append("incidents", schema::incidents_batch(&out.incidents)?);
+            if let Some(enricher) = &self.enricher {
+                let mut by_incident: BTreeMap<&str, Vec<&IncidentEdge>> = BTreeMap::new();
+                for e in &out.edges {
+                    by_incident.entry(&*e.incident_id).or_default().push(e);
+                }
+                enrichment = out
+                    .incidents
+                    .iter()
+                    .map(|v| {
+                        let edges = by_incident
+                            .get(&*v.incident_id)
+                            .map_or(&[][..], Vec::as_slice);
+                        enricher.enrich(v, edges)
+                    })
+                    .collect();
+            }
+            self.history.append(
+                "incidents",
+                schema::incidents_batch_enriched(&out.incidents, &enrichment)?,
+            );
         }
         if !out.edges.is_empty() {
             self.history
                 .append("incident_events", schema::edges_batch(&out.edges)?);
         }
-        Ok(())
+        Ok(enrichment)
+    }
+
+    /// Sets the enricher every recorded incident version goes through.
+    pub fn set_enricher(&mut self, enricher: Arc<dyn Enricher>) {
+        self.enricher = Some(enricher);
     }
 
     /// The sidecar state restored from the checkpoint (empty if none).

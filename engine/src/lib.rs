@@ -20,7 +20,7 @@ pub mod sql;
 pub mod watermark;
 
 pub use driver::{
-    Engine, EngineOptions, EngineOutput, EngineStatus, LogPosition, PartitionStateMode,
+    Engine, EngineOptions, EngineOutput, EngineStatus, Enricher, LogPosition, PartitionStateMode,
 };
 pub use error::{Error, Result};
 pub use history::History;

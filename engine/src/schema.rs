@@ -68,6 +68,9 @@ pub static INCIDENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("resolved_at", ts(), true),
         Field::new("event_count", DataType::UInt32, false),
         Field::new("merged_into", DataType::Utf8, true),
+        // What enrichment added to this version, as a JSON object: owners, the
+        // root-cause change, links, similar past incidents.
+        Field::new("enrichment", DataType::Utf8, true),
     ]))
 });
 
@@ -217,7 +220,20 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch> {
 
 /// Incident versions as one record batch with the `incidents` schema.
 pub fn incidents_batch(rows: &[IncidentVersion]) -> Result<RecordBatch> {
+    incidents_batch_enriched(rows, &[])
+}
+
+/// Incident versions with their enrichment (`enrichment[i]` for `rows[i]`; missing
+/// entries are null).
+pub fn incidents_batch_enriched(
+    rows: &[IncidentVersion],
+    enrichment: &[Option<Arc<str>>],
+) -> Result<RecordBatch> {
     let n = rows.len();
+    let mut enriched = StringBuilder::with_capacity(n, 0);
+    for i in 0..n {
+        enriched.append_option(enrichment.get(i).and_then(|e| e.as_deref()));
+    }
     let mut id = StringBuilder::with_capacity(n, n * 36);
     let mut version = UInt32Builder::with_capacity(n);
     let mut state = StringBuilder::with_capacity(n, n * 8);
@@ -273,6 +289,7 @@ pub fn incidents_batch(rows: &[IncidentVersion]) -> Result<RecordBatch> {
         Arc::new(resolved.finish()),
         Arc::new(count.finish()),
         Arc::new(merged.finish()),
+        Arc::new(enriched.finish()),
     ];
     Ok(RecordBatch::try_new(INCIDENTS.clone(), columns)?)
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -18,6 +19,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 
 use crate::history::{self, History, TABLES, TableSnapshot};
 use crate::{Error, Result, metrics};
@@ -44,6 +46,18 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
 }
+
+/// A planned query: its result schema and the types of its parameters
+/// (`params[0]` is `$1`; `None` where the plan does not tell).
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub schema: SchemaRef,
+    pub params: Vec<Option<DataType>>,
+}
+
+/// The highest positional parameter number a query may use (Postgres allows
+/// 65535 per statement).
+const MAX_PARAMS: usize = 65_535;
 
 /// Answers SQL over a history: live (with pending rows) or from a data directory.
 #[derive(Debug, Clone)]
@@ -94,7 +108,18 @@ impl HistoryReader {
 
     /// Runs one read-only query.
     pub async fn query(&self, sql: &str, limits: QueryLimits) -> Result<QueryResult> {
-        let result = self.query_inner(sql, limits).await;
+        self.query_with_params(sql, Vec::new(), limits).await
+    }
+
+    /// Runs one read-only query whose positional parameters (`$1`, `$2`, …) take
+    /// `params`, in order (the Postgres wire protocol's prepared statements).
+    pub async fn query_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        limits: QueryLimits,
+    ) -> Result<QueryResult> {
+        let result = self.query_inner(sql, params, limits).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::QueryTimeout { .. }) => "timeout",
@@ -105,16 +130,58 @@ impl HistoryReader {
         result
     }
 
-    async fn query_inner(&self, sql: &str, limits: QueryLimits) -> Result<QueryResult> {
+    /// Plans one read-only query without running it: the schema of its result
+    /// and the types of its positional parameters, as far as they can be
+    /// inferred. Refuses what [`HistoryReader::query`] refuses.
+    pub async fn describe(&self, sql: &str, limits: QueryLimits) -> Result<Described> {
+        let df = self.plan(sql, limits).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let mut params: Vec<Option<DataType>> = Vec::new();
+        let types = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| Error::Query(e.to_string()))?;
+        for (id, data_type) in types {
+            let index = id
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=MAX_PARAMS).contains(n))
+                .ok_or_else(|| {
+                    Error::Query(format!(
+                        "parameter {id}: only positional parameters $1 to ${MAX_PARAMS} are supported"
+                    ))
+                })?;
+            if params.len() < index {
+                params.resize(index, None);
+            }
+            params[index - 1] = data_type;
+        }
+        Ok(Described { schema, params })
+    }
+
+    async fn plan(&self, sql: &str, limits: QueryLimits) -> Result<DataFrame> {
         let ctx = self.context(limits).await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx
-            .sql_with_options(sql, options)
+        ctx.sql_with_options(sql, options)
             .await
-            .map_err(|e| Error::Query(e.to_string()))?;
+            .map_err(|e| Error::Query(e.to_string()))
+    }
+
+    async fn query_inner(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        limits: QueryLimits,
+    ) -> Result<QueryResult> {
+        let mut df = self.plan(sql, limits).await?;
+        if !params.is_empty() {
+            df = df
+                .with_param_values(params)
+                .map_err(|e| Error::Query(e.to_string()))?;
+        }
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = tokio::time::timeout(limits.timeout, df.collect())
             .await

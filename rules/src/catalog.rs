@@ -74,6 +74,15 @@ pub struct ServiceEntry {
     /// the service.
     #[serde(default)]
     pub configs: Vec<String>,
+    /// The owning team, named on every incident of the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Who to page: an on-call rotation, channel or address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oncall: Option<String>,
+    /// The service's runbook page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 impl Catalog {
@@ -84,6 +93,11 @@ impl Catalog {
             .get(environment)
             .cloned()
             .unwrap_or_else(|| environment.to_owned())
+    }
+
+    /// A service's catalog entry, by canonical name.
+    pub fn service(&self, name: &str) -> Option<&ServiceEntry> {
+        self.services.iter().find(|s| s.name == name)
     }
 
     /// The correlation scope of a cloud account: its cluster when the catalog maps

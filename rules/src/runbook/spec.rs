@@ -385,6 +385,10 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
     "evidence_url",
     "runbook",
     "action_id",
+    "team",
+    "oncall",
+    "previous_image",
+    "image",
 ];
 
 /// Whether a template may name this variable.
