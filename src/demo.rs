@@ -14,6 +14,8 @@
 //!   ledger, which depends on it, fails to write;
 //! - someone opens a shell in an orders pod and Falco fires;
 //! - frontend's config map changes and its 5xx alert follows;
+//! - billing data arrives last: checkout's cost row for the hour of its regression
+//!   joins that incident with its cost against the hours before;
 //! - a healthy search deploy, a node's full disk and an expiring certificate are
 //!   noise; Alertmanager re-sends what still fires.
 //!
@@ -678,7 +680,42 @@ fn scenario(now: ProcessingTime) -> Vec<Step> {
         ],
         "re-sends",
     ));
+    // Billing catches up: hourly FOCUS rows for checkout, the hours before the bad
+    // deploy and the one after it. The later row joins the regression as a new
+    // version with its cost against the usual spend.
+    steps.push(focus_rows(&[
+        ("checkout", c.at(-120, 0), "11.80"),
+        ("checkout", c.at(-60, 0), "12.20"),
+        ("checkout", c.at(2, 0), "19.40"),
+    ]));
+
     steps
+}
+
+/// FOCUS 1.0 cost rows as a JSON array: (service tag, charge period start, cost).
+fn focus_rows(rows: &[(&str, EventTime, &str)]) -> Step {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(service, t, cost)| {
+            let end = EventTime::from_micros(t.as_micros() + 3_600_000_000);
+            json!({
+                "BillingAccountId": ACCOUNT, "SubAccountId": ACCOUNT,
+                "ChargePeriodStart": t.to_rfc3339(), "ChargePeriodEnd": end.to_rfc3339(),
+                "BilledCost": cost, "EffectiveCost": cost, "ListCost": cost, "BillingCurrency": "USD",
+                "ChargeCategory": "Usage", "ChargeClass": null, "ProviderName": "AWS",
+                "ServiceName": "Amazon Elastic Kubernetes Service", "ServiceCategory": "Compute",
+                "ResourceId": format!("arn:aws:eks:eu-west-1:{ACCOUNT}:pod/{service}"),
+                "RegionId": "eu-west-1",
+                "Tags": {"app": service},
+            })
+        })
+        .collect();
+    Step {
+        path: "/ingest/cost",
+        headers: vec![],
+        body: Value::Array(rows),
+        what: "FOCUS cost rows".to_owned(),
+    }
 }
 
 fn alert(

@@ -198,7 +198,23 @@ struct Gathered {
     generator_urls: std::collections::BTreeSet<String>,
     external_url: Option<String>,
     argocd_out_of_sync: bool,
+    /// Cost rows linked to the incident: (event id, charge period start, amount).
+    costs: Vec<(String, EventTime, f64)>,
+    currency: Option<String>,
 }
+
+/// One cost row, as the cost-impact figure needs it.
+#[derive(Debug, Clone)]
+struct CostRow {
+    time: EventTime,
+    amount: f64,
+    currency: Option<String>,
+}
+
+/// Cost rows kept per service for the baseline.
+const COST_ROWS_PER_SERVICE: usize = 200;
+/// Cost rows one incident keeps.
+const COST_ROWS_PER_INCIDENT: usize = 500;
 
 /// Caps on what one incident keeps: enough to act on, bounded.
 const MAX_LISTED: usize = 5;
@@ -310,9 +326,12 @@ impl SimilarIndex {
             Arc::new(v)
         };
         let key = (past.rule_id.clone(), past.entity.clone());
-        self.by_key.insert(key.clone(), upsert(self.by_key.get(&key)));
-        self.by_entity
-            .insert(past.entity.clone(), upsert(self.by_entity.get(&past.entity)));
+        self.by_key
+            .insert(key.clone(), upsert(self.by_key.get(&key)));
+        self.by_entity.insert(
+            past.entity.clone(),
+            upsert(self.by_entity.get(&past.entity)),
+        );
     }
 
     /// Up to `n` incidents like `incident` that opened before it: same rule and
@@ -352,6 +371,9 @@ pub(crate) struct IncidentEnricher {
     alerts: Cache<String, Arc<AlertFacts>>,
     gathered: Cache<Arc<str>, Arc<std::sync::Mutex<Gathered>>>,
     similar: SimilarIndex,
+    cost_rows: Cache<String, Arc<CostRow>>,
+    /// Per service: (charge period start, amount), oldest first, bounded.
+    cost_history: Cache<String, Arc<Vec<(EventTime, f64)>>>,
 }
 
 impl std::fmt::Debug for IncidentEnricher {
@@ -378,6 +400,14 @@ impl IncidentEnricher {
                 .time_to_live(ttl)
                 .build(),
             similar,
+            cost_rows: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(ttl)
+                .build(),
+            cost_history: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
         }
     }
 
@@ -386,6 +416,10 @@ impl IncidentEnricher {
     pub(crate) fn observe<'a>(&self, events: impl IntoIterator<Item = &'a Event> + Clone) {
         self.changes.observe(events.clone());
         for e in events {
+            if e.kind == EventKind::Cost {
+                self.observe_cost(e);
+                continue;
+            }
             let interesting = e.kind == EventKind::Alert
                 || (e.source == "argocd" && e.attr("sync_status") == Some("OutOfSync"));
             if !interesting {
@@ -395,9 +429,8 @@ impl IncidentEnricher {
             self.alerts.insert(
                 e.id.clone(),
                 Arc::new(AlertFacts {
-                    alertname: label("alertname").or_else(|| {
-                        (e.source == "argocd").then(|| "ArgoCDOutOfSync".to_owned())
-                    }),
+                    alertname: label("alertname")
+                        .or_else(|| (e.source == "argocd").then(|| "ArgoCDOutOfSync".to_owned())),
                     team: label("team").or_else(|| label("owner")),
                     runbook_url: label("annotation.runbook_url"),
                     generator_url: label("generator_url").or_else(|| label("app_url")),
@@ -405,6 +438,77 @@ impl IncidentEnricher {
                 }),
             );
         }
+    }
+
+    fn observe_cost(&self, e: &Event) {
+        let amount = ["effective_cost", "billed_cost", "total_cost"]
+            .iter()
+            .find_map(|k| e.attr(k).and_then(|v| v.parse::<f64>().ok()));
+        let Some(amount) = amount.filter(|a| a.is_finite()) else {
+            return;
+        };
+        let service = self.catalog.service_of(&e.entity);
+        let mut history: Vec<(EventTime, f64)> = self
+            .cost_history
+            .get(&service)
+            .map(|h| (*h).clone())
+            .unwrap_or_default();
+        let at = history.partition_point(|(t, _)| *t <= e.time);
+        history.insert(at, (e.time, amount));
+        if history.len() > COST_ROWS_PER_SERVICE {
+            history.remove(0);
+        }
+        self.cost_history.insert(service, Arc::new(history));
+        self.cost_rows.insert(
+            e.id.clone(),
+            Arc::new(CostRow {
+                time: e.time,
+                amount,
+                currency: e.attr("currency").map(str::to_owned),
+            }),
+        );
+    }
+
+    /// What an incident's linked cost rows add up to, against as many rows of the
+    /// same service just before them (the baseline).
+    fn cost_impact(&self, service: &str, g: &Gathered) -> serde_json::Value {
+        if g.costs.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let during: f64 = g.costs.iter().map(|(_, _, a)| a).sum();
+        let first = g
+            .costs
+            .iter()
+            .map(|(_, t, _)| *t)
+            .min()
+            .unwrap_or(EventTime::MIN);
+        let linked: std::collections::BTreeSet<(EventTime, u64)> =
+            g.costs.iter().map(|(_, t, a)| (*t, a.to_bits())).collect();
+        let before: Vec<f64> = self
+            .cost_history
+            .get(service)
+            .map(|h| {
+                h.iter()
+                    .filter(|(t, a)| *t < first && !linked.contains(&(*t, a.to_bits())))
+                    .rev()
+                    .take(g.costs.len())
+                    .map(|(_, a)| *a)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        let baseline = (!before.is_empty()).then(|| {
+            let mean = before.iter().sum::<f64>() / before.len() as f64;
+            mean * g.costs.len() as f64
+        });
+        serde_json::json!({
+            "rows": g.costs.len(),
+            "during": round(during),
+            "baseline": baseline.map(round),
+            "delta": baseline.map(|b| round(during - b)),
+            "delta_percent": baseline.filter(|b| *b > 0.0).map(|b| round((during - b) / b * 100.0)),
+            "currency": g.currency,
+        })
     }
 
     /// The enrichment of one incident version, as a JSON object.
@@ -420,7 +524,19 @@ impl IncidentEnricher {
         let g = {
             let mut g = gathered.lock().unwrap_or_else(|p| p.into_inner());
             for edge in edges {
-                let Some(a) = self.alerts.get(&edge.event_id.to_string()) else {
+                let id = edge.event_id.to_string();
+                if let Some(c) = self.cost_rows.get(&id) {
+                    if g.costs.len() < COST_ROWS_PER_INCIDENT
+                        && !g.costs.iter().any(|(x, _, _)| *x == id)
+                    {
+                        g.costs.push((id, c.time, c.amount));
+                    }
+                    if g.currency.is_none() {
+                        g.currency.clone_from(&c.currency);
+                    }
+                    continue;
+                }
+                let Some(a) = self.alerts.get(&id) else {
                     continue;
                 };
                 let add = |set: &mut std::collections::BTreeSet<String>, v: &Option<String>| {
@@ -485,8 +601,8 @@ impl IncidentEnricher {
             }
             // Production is what runs: a human changing a workload that Git
             // declares (Argo CD) leaves it drifted until Git catches up.
-            let drift = g.argocd_out_of_sync
-                || (human && c.source == "k8s_audit" && argo_app.is_some());
+            let drift =
+                g.argocd_out_of_sync || (human && c.source == "k8s_audit" && argo_app.is_some());
             change["drift"] = json!(drift);
             change
         });
@@ -533,6 +649,7 @@ impl IncidentEnricher {
                 "runbook_url": runbook_url,
             },
             "change": change,
+            "cost": self.cost_impact(&service, &g),
             "alerts": g.alertnames,
             "links": {
                 "alerts": g.generator_urls,
@@ -602,6 +719,155 @@ mod tests {
             None,
             "nothing ran before the first deploy we saw"
         );
+    }
+
+    fn alert(id: &str, entity: &str, labels: &[(&str, &str)]) -> Event {
+        let mut e = deploy(id, "x", "firing");
+        e.source = "alertmanager".into();
+        e.kind = EventKind::Alert;
+        e.entity = entity.into();
+        e.attributes = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        e
+    }
+
+    fn incident(
+        id: &str,
+        rule: &str,
+        entity: &str,
+        root: Option<&str>,
+        opened: i64,
+    ) -> IncidentVersion {
+        IncidentVersion {
+            incident_id: id.into(),
+            version: 1,
+            state: causeway_rules::IncidentState::Open,
+            title: format!("{rule} on {entity}").into(),
+            severity: Severity::Critical,
+            rule_id: rule.into(),
+            rule_version: 1,
+            scope: "prod".into(),
+            entity: entity.into(),
+            root_cause_event_id: root.and_then(causeway_rules::EventId::parse),
+            opened_at: EventTime::from_micros(opened),
+            updated_at: EventTime::from_micros(opened),
+            resolved_at: None,
+            event_count: 2,
+            merged_into: None,
+        }
+    }
+
+    fn edge(incident: &str, event: &str) -> causeway_rules::IncidentEdge {
+        causeway_rules::IncidentEdge {
+            incident_id: incident.into(),
+            event_id: causeway_rules::EventId::parse(event).expect("event id"),
+            role: causeway_rules::EdgeRole::Effect,
+            linked_by: "deploy-regression".into(),
+            rule_version: 1,
+            cause_event_id: None,
+            lag_seconds: 60.0,
+            join_key: "prod/checkout".into(),
+            time: EventTime::from_micros(0),
+        }
+    }
+
+    #[test]
+    fn an_incident_names_its_owner_change_links_and_cost_from_catalog_labels_and_rows() {
+        let catalog = Catalog {
+            services: vec![causeway_rules::ServiceEntry {
+                name: "checkout".into(),
+                namespace: Some("shop".into()),
+                repos: vec!["acme/checkout".into()],
+                team: Some("shop-team".into()),
+                oncall: Some("#oncall-shop".into()),
+                ..Default::default()
+            }],
+            ..Catalog::default()
+        };
+        let changes = ChangeIndex::new(100, Duration::from_secs(3600));
+        let enricher = IncidentEnricher::new(catalog, changes, SimilarIndex::new(100));
+        let d1 = Event::derive_id("github", "1", "success");
+        let d2 = Event::derive_id("github", "2", "success");
+        let a = Event::derive_id("alertmanager", "a", "firing");
+        let mut first = deploy(&d1, "aaa", "success");
+        first
+            .attributes
+            .insert("commit_url".into(), "https://git/aaa".into());
+        let mut second = deploy(&d2, "bbb", "success");
+        second
+            .attributes
+            .insert("commit_url".into(), "https://git/bbb".into());
+        let mut cost_before = deploy(&Event::derive_id("cost", "c1", ""), "", "Usage");
+        cost_before.kind = EventKind::Cost;
+        cost_before.attributes = [("effective_cost".to_owned(), "10.0".to_owned())].into();
+        let mut cost_during = cost_before.clone();
+        cost_during.id = Event::derive_id("cost", "c2", "");
+        cost_during.time = EventTime::from_micros(3_600_000_000);
+        cost_during.attributes = [("effective_cost".to_owned(), "16.0".to_owned())].into();
+        enricher.observe(&[
+            first,
+            second,
+            alert(
+                &a,
+                "checkout",
+                &[
+                    ("alertname", "HighErrorRate"),
+                    ("generator_url", "http://prom/graph?x"),
+                    ("external_url", "http://am:9093"),
+                    ("annotation.runbook_url", "https://runbooks/checkout"),
+                ],
+            ),
+            cost_before,
+            cost_during.clone(),
+        ]);
+        let inc = incident("inc_1", "deploy-regression", "checkout", Some(&d2), 1);
+        let e = enricher.enrichment(&inc, &[&edge("inc_1", &a), &edge("inc_1", &cost_during.id)]);
+        assert_eq!(e["owner"]["team"], "shop-team", "{e}");
+        assert_eq!(e["owner"]["oncall"], "#oncall-shop");
+        assert_eq!(e["owner"]["repository"], "acme/checkout");
+        assert_eq!(
+            e["owner"]["runbook_url"], "https://runbooks/checkout",
+            "from the alert"
+        );
+        assert_eq!(e["change"]["revision"]["from"], "aaa");
+        assert_eq!(e["change"]["revision"]["to"], "bbb");
+        assert_eq!(e["change"]["actor"], "alice");
+        assert_eq!(e["links"]["change"], "https://git/bbb");
+        assert_eq!(e["links"]["alerts"][0], "http://prom/graph?x");
+        assert_eq!(e["links"]["alertmanager"], "http://am:9093");
+        assert_eq!(e["cost"]["during"], 16.0);
+        assert_eq!(e["cost"]["baseline"], 10.0);
+        assert_eq!(e["cost"]["delta"], 6.0);
+        // A later version with no new edges keeps what the first gathered.
+        let again = enricher.enrichment(&inc, &[]);
+        assert_eq!(again["links"]["alerts"], e["links"]["alerts"]);
+    }
+
+    #[test]
+    fn similar_incidents_prefer_the_same_rule_and_entity_and_only_earlier_ones() {
+        let index = SimilarIndex::new(100);
+        let past = |id: &str, rule: &str, entity: &str, opened: i64| PastIncident {
+            incident_id: id.into(),
+            rule_id: rule.into(),
+            entity: entity.into(),
+            title: id.into(),
+            opened_at: EventTime::from_micros(opened),
+            resolved_at: Some(EventTime::from_micros(opened + 600_000_000)),
+            actions: vec!["rollback-deploy: dry_run".into()],
+        };
+        index.remember(past("old-same", "deploy-regression", "checkout", 10));
+        index.remember(past("old-other-rule", "alert-group", "checkout", 20));
+        index.remember(past("other-entity", "deploy-regression", "search", 30));
+        index.remember(past("later", "deploy-regression", "checkout", 500));
+        let now = incident("inc_now", "deploy-regression", "checkout", None, 100);
+        let ids: Vec<String> = index
+            .similar(&now, 3)
+            .into_iter()
+            .map(|p| p.incident_id)
+            .collect();
+        assert_eq!(ids, ["old-same", "old-other-rule"]);
     }
 
     #[test]

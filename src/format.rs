@@ -305,6 +305,22 @@ pub(crate) fn enrichment_lines(e: &serde_json::Value) -> String {
             let _ = writeln!(out, "  changed: {}", what.join(" · "));
         }
     }
+    let cost = &e["cost"];
+    if let Some(during) = cost["during"].as_f64() {
+        let currency = cost["currency"].as_str().unwrap_or_default();
+        let rows = cost["rows"].as_u64().unwrap_or(0);
+        let line = match (cost["delta"].as_f64(), cost["baseline"].as_f64()) {
+            (Some(delta), Some(baseline)) => format!(
+                "{delta:+.2} {currency} ({during:.2} against {baseline:.2} usual, {rows} cost rows{})",
+                cost["delta_percent"]
+                    .as_f64()
+                    .map(|p| format!(", {p:+.0}%"))
+                    .unwrap_or_default()
+            ),
+            _ => format!("{during:.2} {currency} over {rows} cost rows (no baseline yet)"),
+        };
+        let _ = writeln!(out, "  cost: {line}");
+    }
     let links = &e["links"];
     let mut l = Vec::new();
     if let Some(c) = text(&links["change"]) {
@@ -313,7 +329,11 @@ pub(crate) fn enrichment_lines(e: &serde_json::Value) -> String {
     if let Some(a) = text(&links["argocd"]) {
         l.push(a);
     }
-    if let Some(first) = links["alerts"].as_array().and_then(|a| a.first()).and_then(|v| v.as_str()) {
+    if let Some(first) = links["alerts"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str())
+    {
         l.push(first.to_owned());
     }
     if !l.is_empty() {

@@ -709,3 +709,82 @@ fn replay_reproduces_the_demo_and_diffs_a_changed_rule_pack() {
         "{diff}"
     );
 }
+
+/// Two demos on one history: the second run's deploy regression on checkout names
+/// its owner, the change that caused it with a link, what it cost, and the first
+/// run's identical incident as a similar one.
+#[test]
+fn a_second_demo_finds_the_first_runs_incident_as_similar() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("causeway-data");
+    let data_arg = data.to_str().expect("path");
+    let demo = || {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["demo", "--data-dir", data_arg, "--listen", &listen])
+            .env("CAUSEWAY_LOG", "warn")
+            .output()
+            .expect("run demo");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let checkout = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args([
+                "sql",
+                "--data-dir",
+                data_arg,
+                "--format",
+                "json",
+                "SELECT incident_id, enrichment FROM incidents_latest \
+                 WHERE rule_id = 'deploy-regression' AND entity = 'checkout' ORDER BY opened_at",
+            ])
+            .output()
+            .expect("sql");
+        assert!(out.status.success());
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("rows");
+        rows.iter()
+            .map(|r| {
+                let e: Value = serde_json::from_str(r["enrichment"].as_str().expect("enrichment"))
+                    .expect("json");
+                (r["incident_id"].as_str().expect("id").to_owned(), e)
+            })
+            .collect::<Vec<_>>()
+    };
+    demo();
+    let first = checkout();
+    assert_eq!(first.len(), 1);
+    let (first_id, e) = &first[0];
+    assert_eq!(e["owner"]["team"], "shop-team", "{e}");
+    assert_eq!(
+        e["change"]["revision"]["to"],
+        "4f1c2ab9e0d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3"
+    );
+    assert_eq!(
+        e["change"]["revision"]["from"],
+        "3e9d1f07a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1"
+    );
+    assert!(
+        e["links"]["change"]
+            .as_str()
+            .expect("link")
+            .contains("/commit/4f1c2ab")
+    );
+    assert_eq!(
+        e["cost"]["delta"], 7.2,
+        "the late cost row gave a new version"
+    );
+    assert_eq!(e["similar"], json!([]), "nothing came before the first run");
+
+    let printed = demo();
+    assert!(printed.contains("similar:"), "{printed}");
+    let second = checkout();
+    assert_eq!(second.len(), 2);
+    let (_, e) = &second[1];
+    assert_eq!(e["similar"][0]["incident_id"], json!(first_id), "{e}");
+    assert_eq!(e["similar"][0]["rule_id"], "deploy-regression");
+}

@@ -97,6 +97,11 @@ pub struct RuleSpec {
     /// The runbook incidents of this rule may trigger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook: Option<String>,
+    /// Link effects only into an incident their cause is already part of, never
+    /// open one: for context such as cost rows, which belong to an incident when
+    /// there is one and are no finding on their own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attach_only: bool,
     /// Worked examples, run by `causeway rules test`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<Example>,

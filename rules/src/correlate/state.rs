@@ -56,6 +56,8 @@ struct RuleFacts {
     rise: Option<(f64, usize)>,
     resolve_after: Duration,
     max_duration: Duration,
+    /// Effects join their cause's incident, never open one.
+    attach_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,6 +578,7 @@ impl Correlator {
                     .map(|r| (r.percent, r.baseline as usize)),
                 resolve_after: r.resolve_after.unwrap_or(config.resolve_after),
                 max_duration: config.max_duration.max(r.within),
+                attach_only: r.attach_only,
             })
             .collect();
         let absence_rules = rules
@@ -1059,6 +1062,11 @@ impl Correlator {
                 });
             }
         }
+        // Attach-only links count only where their cause is in a live incident.
+        links.retain(|l| {
+            !self.rules[usize::from(l.rule)].attach_only
+                || self.live_incident_of(l.cause, p.time).is_some()
+        });
         let seq = if !links.is_empty() {
             self.place_linked(p, &links, out)
         } else if p.status == Status::Firing {
@@ -1824,6 +1832,9 @@ impl Correlator {
     ) {
         let current = self.effect_incident(e);
         let cause_inc = self.live_incident_of(link.cause, e.time);
+        if self.rules[usize::from(link.rule)].attach_only && cause_inc.is_none() {
+            return;
+        }
         let target = match (current, cause_inc) {
             (Some(j), Some(t)) if j == t => j,
             (Some(j), Some(t)) => self.merge_all(&[j, t], e.time),

@@ -93,6 +93,7 @@ fn rule(id: &str, within: u64) -> RuleSpec {
         threshold: None,
         resolve_after: None,
         runbook: None,
+        attach_only: false,
         examples: Vec::new(),
     }
 }
