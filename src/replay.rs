@@ -17,6 +17,7 @@ use causeway_rules::{Event, EventTime, ProcessingTime};
 use serde_json::{Value, json};
 
 use crate::config::{Config, StoredSettings, load_rule_files};
+use crate::enrich::{ChangeIndex, IncidentEnricher, SimilarIndex};
 use crate::format;
 
 /// What `causeway replay` was asked.
@@ -117,12 +118,78 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
     } else {
         let details = event_details(&events);
+        let enricher = replay_enricher(&options.catalog, &details, &args.data_dir).await;
         for f in &replayed {
-            print!("{}", tree(f, &details));
+            let edges: Vec<&causeway_rules::IncidentEdge> = f.edges.iter().collect();
+            let enrichment = enricher.enrichment(&f.latest, &edges);
+            print!("{}", tree(f, &details, &enrichment));
             println!();
         }
     }
     Ok(())
+}
+
+/// An enricher fed with the replayed events in arrival order, and with the
+/// history's incidents as similar past ones (when the data dir has a history).
+async fn replay_enricher(
+    catalog: &causeway_rules::Catalog,
+    details: &BTreeMap<String, Value>,
+    data_dir: &Path,
+) -> IncidentEnricher {
+    let similar = SimilarIndex::new(100_000);
+    if data_dir.exists()
+        && let Ok(reader) = HistoryReader::from_data_dir(data_dir)
+        && let Err(error) = similar
+            .load(&reader, Duration::from_secs(30 * 24 * 3600), 50_000)
+            .await
+    {
+        eprintln!("similar incidents not loaded: {error:#}");
+    }
+    let enricher = IncidentEnricher::new(
+        catalog.clone(),
+        ChangeIndex::new(100_000, Duration::from_secs(365 * 24 * 3600)),
+        similar,
+    );
+    let mut events: Vec<Event> = details.values().filter_map(event_from_row).collect();
+    events.sort_by(|a, b| (a.ingested_at, a.time, &a.id).cmp(&(b.ingested_at, b.time, &b.id)));
+    enricher.observe(&events);
+    enricher
+}
+
+/// An event back from its `events` row (as JSON): what enrichment reads.
+fn event_from_row(r: &Value) -> Option<Event> {
+    let text = |k: &str| r[k].as_str().map(str::to_owned);
+    let attributes: BTreeMap<String, String> = match &r["attributes"] {
+        Value::Object(m) => m
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+            .collect(),
+        Value::Array(entries) => entries
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["keys"].as_str()?.to_owned(),
+                    e["values"].as_str()?.to_owned(),
+                ))
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    Some(Event {
+        id: text("event_id")?,
+        source: text("source")?,
+        source_event_id: text("source_event_id").unwrap_or_default(),
+        kind: text("kind")?.parse().ok()?,
+        time: EventTime::parse_rfc3339(&text("time")?).ok()?,
+        ingested_at: ProcessingTime::parse_rfc3339(&text("ingested_at")?).ok()?,
+        scope: text("scope").unwrap_or_default(),
+        entity: text("entity").unwrap_or_default(),
+        severity: causeway_rules::Severity::None,
+        status: text("status").unwrap_or_default(),
+        summary: text("summary").unwrap_or_default(),
+        attributes,
+        raw: String::new(),
+    })
 }
 
 /// An optional `[from, to)` range of event time.
@@ -381,9 +448,10 @@ fn event_details(batches: &[RecordBatch]) -> BTreeMap<String, Value> {
     m
 }
 
-fn tree(f: &FinalIncident, details: &BTreeMap<String, Value>) -> String {
+fn tree(f: &FinalIncident, details: &BTreeMap<String, Value>, enrichment: &Value) -> String {
     let v = &f.latest;
     let incident = json!({
+        "enrichment": enrichment.to_string(),
         "incident_id": v.incident_id, "severity": v.severity.as_str(), "title": v.title,
         "rule_id": v.rule_id, "rule_version": v.rule_version, "scope": v.scope, "entity": v.entity,
         "state": v.state.as_str(), "version": v.version, "event_count": v.event_count,
