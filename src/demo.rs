@@ -796,6 +796,7 @@ fn github_status(repo: &str, sha: &str, state: &str, t: EventTime, deployment_id
             "deployment": {
                 "id": deployment_id, "sha": sha, "ref": "main", "task": "deploy", "environment": "production",
                 "description": null, "creator": {"login": "alice"}, "created_at": t.to_rfc3339(),
+                "payload": {"image": format!("ghcr.io/{repo}:{}", &sha[..7])},
             },
             "repository": {"full_name": repo, "name": repo.rsplit('/').next().unwrap_or(repo), "html_url": html},
             "sender": {"login": "deploy-bot"},

@@ -85,6 +85,7 @@ impl ChangeIndex {
             let image = e
                 .attr("change.image")
                 .map(|i| i.split_once('=').map_or(i, |(_, img)| img).to_owned())
+                .or_else(|| e.attr("image").map(str::to_owned))
                 .or_else(|| e.attr("images").map(str::to_owned));
             let key = (e.scope.clone(), e.entity.clone());
             let mut run = self.running.get(&key).unwrap_or_default();

@@ -649,7 +649,7 @@ fn show_response(name: &str, value: &str) -> Result<QueryResponse, Box<ErrorInfo
     )]);
     let mut encoder = ::pgwire::api::results::DataRowEncoder::new(fields.clone());
     encoder.encode_field(&value).map_err(error_info)?;
-    let row = encoder.finish().map_err(error_info)?;
+    let row = encoder.take_row();
     Ok(QueryResponse::new(fields, futures::stream::iter([Ok(row)])))
 }
 

@@ -775,6 +775,11 @@ fn a_second_demo_finds_the_first_runs_incident_as_similar() {
             .contains("/commit/4f1c2ab")
     );
     assert_eq!(
+        e["change"]["image"],
+        json!({"from": "ghcr.io/acme/checkout:3e9d1f0", "to": "ghcr.io/acme/checkout:4f1c2ab"}),
+        "the image the deployment's payload names, and the one before it"
+    );
+    assert_eq!(
         e["cost"]["delta"], 7.2,
         "the late cost row gave a new version"
     );

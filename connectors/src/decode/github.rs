@@ -46,6 +46,10 @@ struct Deployment {
     #[serde(default)]
     creator: Option<User>,
     created_at: String,
+    /// Free-form JSON the deployer attached; CD tools put the image here
+    /// (`{"image": "ghcr.io/acme/checkout:4f1c2ab"}`).
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +199,16 @@ fn deployment_attributes(
     }
     if let Some(c) = &d.creator {
         a.insert("creator".into(), c.login.clone());
+    }
+    // The payload may be an object or a JSON string holding one.
+    let payload = match &d.payload {
+        Some(serde_json::Value::String(text)) => serde_json::from_str(text).ok(),
+        other => other.clone(),
+    };
+    for key in ["image", "images"] {
+        if let Some(image) = payload.as_ref().and_then(|p| p[key].as_str()) {
+            a.insert("image".into(), image.to_owned());
+        }
     }
     if let Some(desc) = d.description.clone().filter(|s| !s.is_empty()) {
         a.insert("description".into(), desc);
