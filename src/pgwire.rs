@@ -362,7 +362,10 @@ impl StartupHandler for Startup {
                     self.admit(client).await?;
                 } else {
                     tracing::warn!(peer = %client.socket_addr(), user, "postgres password refused");
-                    return Err(PgWireError::InvalidPassword(user));
+                    return Err(fatal(
+                        "28P01",
+                        format!("password authentication failed for user \"{user}\""),
+                    ));
                 }
             }
             _ => {}

@@ -308,3 +308,48 @@ async fn a_password_is_asked_when_set_and_extra_connections_are_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "2");
 }
+
+#[test]
+fn validate_config_checks_the_postgres_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let password_file = dir.path().join("pg-password");
+    std::fs::write(&password_file, "s3cret\n").expect("write");
+    let pw = password_file.display();
+    for (yaml, refused_key) in [
+        (
+            format!("version: 1\nsql:\n  pg_listen: 127.0.0.1:5433\n  pg_password_file: {pw}\n"),
+            None,
+        ),
+        (
+            format!("version: 1\nsql:\n  pg_password: a\n  pg_password_file: {pw}\n"),
+            Some("sql.pg_password"),
+        ),
+        (
+            "version: 1\nsql:\n  pg_password_file: /nonexistent/pg-password\n".to_owned(),
+            Some("sql.pg_password_file"),
+        ),
+        (
+            "version: 1\nsql:\n  pg_max_connections: 0\n".to_owned(),
+            Some("sql.pg_max_connections"),
+        ),
+        (
+            "version: 1\nsql:\n  pg_listen: nowhere\n".to_owned(),
+            Some("pg_listen"),
+        ),
+    ] {
+        let path = dir.path().join("causeway.yaml");
+        std::fs::write(&path, &yaml).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .arg("validate-config")
+            .arg(&path)
+            .output()
+            .expect("run");
+        match refused_key {
+            None => assert!(out.status.success(), "{yaml}: {}", stderr(&out)),
+            Some(key) => {
+                assert!(!out.status.success(), "{yaml} was accepted");
+                assert!(stderr(&out).contains(key), "{yaml}: {}", stderr(&out));
+            }
+        }
+    }
+}

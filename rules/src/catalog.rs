@@ -263,6 +263,9 @@ mod tests {
                 cost_tags: [("team".to_owned(), "pay".to_owned())].into(),
                 depends_on: vec!["payments-db".into()],
                 configs: vec!["pay-flags".into()],
+                team: Some("payments-team".into()),
+                oncall: None,
+                runbook_url: None,
             }],
         }
     }
