@@ -938,6 +938,20 @@ fn split_statements(sql: &str) -> Vec<&str> {
 /// The bound parameters as values, typed as the client declared them or as the
 /// plan inferred them.
 fn bind_params(portal: &Portal<Arc<Prepared>>) -> PgWireResult<Vec<ScalarValue>> {
+    // The protocol allows no, one or one format code per parameter; pgwire
+    // indexes the list, so a shorter one is refused here rather than panicking there.
+    if let Format::Individual(codes) = &portal.parameter_format
+        && codes.len() != portal.parameter_len()
+    {
+        return Err(user_error(
+            "08P01",
+            &format!(
+                "bind message has {} parameter formats but {} parameters",
+                codes.len(),
+                portal.parameter_len()
+            ),
+        ));
+    }
     let stmt = &portal.statement;
     let inferred: &[Option<DataType>] = stmt
         .statement
@@ -1485,6 +1499,39 @@ mod tests {
         let format = Format::Individual(vec![1]);
         assert_eq!(field_format(&format, 0).ok(), Some(FieldFormat::Binary));
         assert!(field_format(&format, 1).is_err());
+    }
+
+    #[test]
+    fn parameters_bind_as_values_and_bad_format_lists_are_errors_not_panics() {
+        use ::pgwire::api::stmt::StoredStatement;
+        use ::pgwire::messages::extendedquery::Bind;
+        let prepared = Arc::new(Prepared {
+            sql: "SELECT $1, $2".to_owned(),
+            kind: Kind::Query,
+            described: None,
+        });
+        let statement = Arc::new(StoredStatement::new("s".to_owned(), prepared, vec![]));
+        let bind = |formats: Vec<i16>| {
+            Bind::new(
+                None,
+                None,
+                formats,
+                vec![Some("x' OR '1'='1".into()), None],
+                vec![],
+            )
+        };
+        let portal = Portal::try_new(&bind(vec![]), statement.clone()).expect("portal");
+        assert_eq!(
+            bind_params(&portal).expect("bound"),
+            vec![
+                ScalarValue::Utf8(Some("x' OR '1'='1".to_owned())),
+                ScalarValue::Null
+            ]
+        );
+        for formats in [vec![0, 0, 0], vec![0, 1, 0, 1]] {
+            let portal = Portal::try_new(&bind(formats), statement.clone()).expect("portal");
+            assert!(bind_params(&portal).is_err());
+        }
     }
 
     #[test]

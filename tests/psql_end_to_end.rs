@@ -281,12 +281,21 @@ async fn a_password_is_asked_when_set_and_extra_connections_are_refused() {
     assert_eq!(stdout(&out), "1");
 
     // The one connection allowed is held by this client; psql is refused.
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={pg_port} user=causeway password=s3cret"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect");
+    // (The last psql's slot may take a moment to be released.)
+    let config = format!("host=127.0.0.1 port={pg_port} user=causeway password=s3cret");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (client, connection) = loop {
+        match tokio_postgres::connect(&config, tokio_postgres::NoTls).await {
+            Ok(connected) => break connected,
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
     let driver = tokio::spawn(connection);
     let out = psql(pg_port, Some("s3cret"), "SELECT 1");
     assert!(!out.status.success());
