@@ -318,25 +318,18 @@ async fn read_stored(
         .collect())
 }
 
+/// A replayed incident as JSON: the `causeway.incidents` message of its latest
+/// version, with its member events.
 fn incident_json(f: &FinalIncident) -> Value {
-    let v = &f.latest;
-    json!({
-        "incident_id": v.incident_id,
-        "version": v.version,
-        "state": v.state.as_str(),
-        "title": v.title,
-        "severity": v.severity.as_str(),
-        "rule_id": v.rule_id,
-        "rule_version": v.rule_version,
-        "scope": v.scope,
-        "entity": v.entity,
-        "root_cause_event_id": v.root_cause_event_id.map(|id| id.to_string()),
-        "opened_at": v.opened_at.to_rfc3339(),
-        "updated_at": v.updated_at.to_rfc3339(),
-        "resolved_at": v.resolved_at.map(|t| t.to_rfc3339()),
-        "event_count": v.event_count,
-        "members": f.members().iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-    })
+    let edges: Vec<&causeway_rules::IncidentEdge> = f.edges.iter().collect();
+    let mut v = crate::kafka_engine::incident_message(&f.latest, &edges, None);
+    v["members"] = json!(
+        f.members()
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+    );
+    v
 }
 
 fn write_versions(path: &Path, out: &causeway_rules::Output) -> anyhow::Result<()> {
