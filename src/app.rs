@@ -131,6 +131,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                 consumer,
                 EngineLoop {
                     commit_interval: config.engine.commit_interval,
+                    retention: config.engine.history_retention,
                     cancel: cancel.clone(),
                     status: status_tx,
                     healthy: engine_healthy.clone(),
@@ -169,7 +170,8 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             )?;
             let commit_interval = config.engine.commit_interval;
             let (stop, healthy) = (cancel.clone(), engine_healthy.clone());
-            tasks.spawn_blocking(move || group.run(commit_interval, stop, healthy));
+            let retention = config.engine.history_retention;
+            tasks.spawn_blocking(move || group.run(commit_interval, retention, stop, healthy));
             let flush_log = log.clone();
             let flush_on = cancel.clone();
             tasks.spawn(async move {
@@ -327,6 +329,7 @@ impl Running {
 /// What the embedded engine loop needs besides the engine and the log.
 struct EngineLoop {
     commit_interval: Duration,
+    retention: Option<Duration>,
     cancel: CancellationToken,
     status: watch::Sender<EngineStatus>,
     healthy: Arc<AtomicBool>,
@@ -341,7 +344,14 @@ async fn engine_loop(
     l: EngineLoop,
 ) -> anyhow::Result<()> {
     let mut last_commit = Instant::now();
+    let mut last_retention: Option<Instant> = None;
     loop {
+        if let Some(retention) = l.retention
+            && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
+        {
+            tokio::task::block_in_place(|| apply_retention(&engine, retention));
+            last_retention = Some(Instant::now());
+        }
         let records = tokio::select! {
             _ = l.cancel.cancelled() => break,
             r = consumer.poll(4096, Duration::from_millis(250)) => r.context("reading the event log")?,
@@ -375,6 +385,19 @@ async fn engine_loop(
     l.status.send_replace(engine.status());
     tracing::info!("engine stopped after a final commit");
     Ok(())
+}
+
+/// How often history retention runs.
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Drops history days past the retention; a failure is logged and retried at the
+/// next run (the files stay listed until removed).
+pub(crate) fn apply_retention(engine: &Engine, retention: Duration) {
+    match engine.apply_retention(ProcessingTime::now(), retention) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "history retention removed old days"),
+        Err(error) => tracing::error!(%error, "history retention failed; will retry"),
+    }
 }
 
 /// Appends the runbook kernel's own events to the event log until shutdown.

@@ -352,6 +352,14 @@ pub(crate) struct EngineConfig {
     /// How often pending history is committed to Parquet.
     #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
+    /// History older than this (by its partition day) is deleted, checked hourly;
+    /// kept forever when unset.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) history_retention: Option<Duration>,
     pub(crate) watermark: WatermarkConfig,
 }
 
@@ -407,6 +415,7 @@ impl Default for Config {
                 effect_retention: c.effect_retention,
                 max_buffered_events: c.max_buffered,
                 commit_interval: Duration::from_secs(1),
+                history_retention: None,
                 watermark: WatermarkConfig::default(),
             },
             sql: SqlConfig {

@@ -277,11 +277,19 @@ impl KafkaEngine {
     pub(crate) fn run(
         self,
         commit_interval: Duration,
+        retention: Option<Duration>,
         cancel: CancellationToken,
         healthy: Arc<AtomicBool>,
     ) -> anyhow::Result<()> {
         let mut last_commit = Instant::now();
+        let mut last_retention: Option<Instant> = None;
         while !cancel.is_cancelled() {
+            if let Some(retention) = retention
+                && last_retention.is_none_or(|t| t.elapsed() >= crate::app::RETENTION_EVERY)
+            {
+                crate::app::apply_retention(&self.lock()?.engine, retention);
+                last_retention = Some(Instant::now());
+            }
             let records = self
                 .consumer
                 .poll(4096, Duration::from_millis(250))

@@ -609,6 +609,18 @@ impl Engine {
         Ok(enrichment)
     }
 
+    /// Applies history retention: drops every day of history older than
+    /// `retention` before `now`. Returns the files removed.
+    pub fn apply_retention(
+        &self,
+        now: ProcessingTime,
+        retention: std::time::Duration,
+    ) -> Result<usize> {
+        let keep = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+        self.history
+            .drop_days_before(now.as_micros().saturating_sub(keep))
+    }
+
     /// Sets the enricher every recorded incident version goes through.
     pub fn set_enricher(&mut self, enricher: Arc<dyn Enricher>) {
         self.enricher = Some(enricher);

@@ -155,6 +155,52 @@ impl History {
         inner.pending.clear();
     }
 
+    /// Retention: removes every committed file of a day before `cutoff` (event time,
+    /// by the table's partition day), from the readers' view first and then from
+    /// disk. Returns how many files went. A crash midway leaves old files that the
+    /// next call removes; nothing newer is touched.
+    pub fn drop_days_before(&self, cutoff_micros: i64) -> Result<usize> {
+        let cutoff = format!("dt={}", day_name(cutoff_micros));
+        let old = |p: &PathBuf| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .and_then(|n| n.to_str())
+                .is_some_and(|day| day < cutoff.as_str())
+        };
+        let dropped: Vec<PathBuf> = {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let mut dropped = Vec::new();
+            for files in inner.files.values_mut() {
+                let (gone, kept): (Vec<PathBuf>, Vec<PathBuf>) = files.drain(..).partition(old);
+                *files = kept;
+                dropped.extend(gone);
+            }
+            dropped
+        };
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in &dropped {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", path)(e)),
+            }
+            if let Some(d) = path.parent() {
+                dirs.insert(d.to_owned());
+            }
+        }
+        for d in dirs {
+            // Only empty day directories go; one still holding files stays.
+            let _ = fs::remove_dir(&d);
+            if let Some(table_dir) = d.parent() {
+                sync_dir(table_dir)?;
+            }
+        }
+        if !dropped.is_empty() {
+            metrics::HISTORY_FILES_DROPPED.inc_by(dropped.len() as u64);
+        }
+        Ok(dropped.len())
+    }
+
     /// A consistent view of one table.
     pub fn snapshot(&self, table: &str) -> TableSnapshot {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());

@@ -149,3 +149,11 @@ pub static QUERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["outcome"],
     )
 });
+
+/// History files removed by retention.
+pub static HISTORY_FILES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "causeway_history_retention_dropped_files_total",
+        "History files removed because their day is older than the retention",
+    )
+});

@@ -276,3 +276,55 @@ fn partition_state_moves_between_engines_and_unowned_partitions_are_skipped() {
         "a foreign state is refused"
     );
 }
+
+#[tokio::test]
+async fn retention_drops_whole_old_days_from_readers_and_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = Engine::open(options(dir.path())).expect("open");
+    let day = 86_400;
+    let input = vec![
+        event(0, EventKind::Alert, "search", "firing", "DiskFull"),
+        event(
+            3 * day,
+            EventKind::Alert,
+            "search",
+            "firing",
+            "HighErrorRate",
+        ),
+    ];
+    engine
+        .process(records(input, 0), ProcessingTime::from_micros(0))
+        .expect("process");
+    engine
+        .tick(ProcessingTime::from_micros(60_000_000))
+        .expect("tick");
+    engine.commit().expect("commit");
+    let live = HistoryReader::live(engine.history());
+    assert_eq!(count(&live, "SELECT count(*) FROM events").await, 2);
+
+    // Keep two days before "now" = the second event's day: the first day goes.
+    let now = ProcessingTime::from_micros(1_700_000_000_000_000 + 3 * day * 1_000_000);
+    let removed = engine
+        .apply_retention(now, std::time::Duration::from_secs(2 * 86_400))
+        .expect("retention");
+    assert!(removed >= 1, "the first day's files");
+    assert_eq!(count(&live, "SELECT count(*) FROM events").await, 1);
+    assert_eq!(
+        count(
+            &live,
+            "SELECT count(*) FROM events WHERE attributes['alertname'] = 'HighErrorRate'"
+        )
+        .await,
+        1,
+        "the recent day stays"
+    );
+    let cold = HistoryReader::from_data_dir(dir.path()).expect("reader");
+    assert_eq!(count(&cold, "SELECT count(*) FROM events").await, 1);
+    // Running it again finds nothing more to remove.
+    assert_eq!(
+        engine
+            .apply_retention(now, std::time::Duration::from_secs(2 * 86_400))
+            .expect("retention"),
+        0
+    );
+}
