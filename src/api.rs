@@ -236,10 +236,25 @@ async fn incident(
         ));
     };
     let chain = run_json(&shared, &format::chain_query(&id)).await?;
+    let actions = run_json(
+        &shared,
+        &format!(
+            "SELECT action_id, runbook, action_class, decision, reason, decided_at, approver, target, params \
+             FROM actions WHERE incident_id = '{id}' ORDER BY decided_at, decision"
+        ),
+    )
+    .await?;
+    // The enrichment column holds JSON text; the API gives it as an object.
+    let enrichment = latest["enrichment"]
+        .as_str()
+        .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .unwrap_or(serde_json::Value::Null);
     Ok(Json(serde_json::json!({
         "incident": latest,
+        "enrichment": enrichment,
         "versions": versions,
         "chain": chain,
+        "actions": actions,
     })))
 }
 

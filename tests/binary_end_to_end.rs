@@ -161,6 +161,15 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
         .filter_map(|e| e["role"].as_str())
         .collect();
     assert_eq!(roles, ["cause", "effect", "effect"]);
+    assert_eq!(one["enrichment"]["service"], "checkout", "{one}");
+    assert_eq!(
+        one["enrichment"]["owner"]["repository"],
+        "acme/checkout-service"
+    );
+    assert_eq!(
+        one["actions"][0]["runbook"], "rollback-deploy",
+        "the default pack's dry-run rollback decision: {one}"
+    );
     for bad in [
         "inc_nope",
         "inc_00000000000000000000000000000000",
