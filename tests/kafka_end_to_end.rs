@@ -252,6 +252,20 @@ async fn incidents_reach_an_external_client_and_user_topics_feed_the_engine() {
         3,
     )
     .await;
+    // Each regression's runbook decision is on the actions topic, keyed by action
+    // id, and the incident message carries its enrichment.
+    assert_eq!(one["enrichment"]["service"], "checkout", "{one}");
+    let actions = consume(&brokers, &format!("{prefix}.actions"), 3);
+    let decided: BTreeSet<String> = actions
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_str(m["value"].as_str().expect("value")).expect("json");
+            assert_eq!(m["key"], v["action_id"], "keyed by action id");
+            assert_eq!(v["runbook"], "rollback-deploy");
+            v["incident_id"].as_str().expect("incident").to_owned()
+        })
+        .collect();
+    assert_eq!(decided.len(), 3, "one decision per regression: {actions:?}");
 
     // Normalized events are keyed by scope.
     let events = consume(&brokers, &format!("{prefix}.events"), 6);
