@@ -344,13 +344,11 @@ async fn engine_loop(
     l: EngineLoop,
 ) -> anyhow::Result<()> {
     let mut last_commit = Instant::now();
-    let mut last_retention: Option<Instant> = None;
+    let mut last_maintenance = Instant::now();
     loop {
-        if let Some(retention) = l.retention
-            && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY)
-        {
-            tokio::task::block_in_place(|| apply_retention(&engine, retention));
-            last_retention = Some(Instant::now());
+        if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+            tokio::task::block_in_place(|| maintain_history(&engine, l.retention));
+            last_maintenance = Instant::now();
         }
         let records = tokio::select! {
             _ = l.cancel.cancelled() => break,
@@ -387,12 +385,23 @@ async fn engine_loop(
     Ok(())
 }
 
-/// How often history retention runs.
-pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often history maintenance (compaction, retention) runs.
+pub(crate) const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);
 
-/// Drops history days past the retention; a failure is logged and retried at the
-/// next run (the files stay listed until removed).
-pub(crate) fn apply_retention(engine: &Engine, retention: Duration) {
+/// A table day with this many files is compacted into one.
+const COMPACT_MIN_FILES: usize = 16;
+
+/// Compacts small history files and drops days past the retention; a failure is
+/// logged and retried at the next run (files stay listed until removed).
+pub(crate) fn maintain_history(engine: &Engine, retention: Option<Duration>) {
+    match engine.compact_history(COMPACT_MIN_FILES) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "history compaction merged small files"),
+        Err(error) => tracing::error!(%error, "history compaction failed; will retry"),
+    }
+    let Some(retention) = retention else {
+        return;
+    };
     match engine.apply_retention(ProcessingTime::now(), retention) {
         Ok(0) => {}
         Ok(n) => tracing::info!(files = n, "history retention removed old days"),

@@ -352,7 +352,7 @@ pub(crate) struct EngineConfig {
     /// How often pending history is committed to Parquet.
     #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
-    /// History older than this (by its partition day) is deleted, checked hourly;
+    /// History older than this (by its partition day) is deleted, checked every 5 minutes;
     /// kept forever when unset.
     #[serde(
         default,

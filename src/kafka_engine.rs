@@ -282,13 +282,11 @@ impl KafkaEngine {
         healthy: Arc<AtomicBool>,
     ) -> anyhow::Result<()> {
         let mut last_commit = Instant::now();
-        let mut last_retention: Option<Instant> = None;
+        let mut last_maintenance = Instant::now();
         while !cancel.is_cancelled() {
-            if let Some(retention) = retention
-                && last_retention.is_none_or(|t| t.elapsed() >= crate::app::RETENTION_EVERY)
-            {
-                crate::app::apply_retention(&self.lock()?.engine, retention);
-                last_retention = Some(Instant::now());
+            if last_maintenance.elapsed() >= crate::app::MAINTENANCE_EVERY {
+                crate::app::maintain_history(&self.lock()?.engine, retention);
+                last_maintenance = Instant::now();
             }
             let records = self
                 .consumer

@@ -621,6 +621,12 @@ impl Engine {
             .drop_days_before(now.as_micros().saturating_sub(keep))
     }
 
+    /// Merges small history files: every table day with at least `min_files`
+    /// committed files becomes one. Returns the files merged away.
+    pub fn compact_history(&self, min_files: usize) -> Result<usize> {
+        self.history.compact(min_files)
+    }
+
     /// Sets the enricher every recorded incident version goes through.
     pub fn set_enricher(&mut self, enricher: Arc<dyn Enricher>) {
         self.enricher = Some(enricher);

@@ -201,6 +201,86 @@ impl History {
         Ok(dropped.len())
     }
 
+    /// Compaction: every day of a table with at least `min_files` committed files
+    /// becomes one file `part-{first}-{last}.parquet` holding the same rows. The new
+    /// file is renamed into place before readers switch to it and the inputs are
+    /// deleted; a crash in between leaves inputs the compacted file supersedes,
+    /// which the next open removes. Returns how many files were merged away.
+    pub fn compact(&self, min_files: usize) -> Result<usize> {
+        let groups: Vec<(&'static str, PathBuf, Vec<PathBuf>)> = {
+            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            let mut groups = Vec::new();
+            for (table, files) in &inner.files {
+                let mut by_day: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+                for f in files {
+                    if let Some(day) = f.parent() {
+                        by_day.entry(day.to_owned()).or_default().push(f.clone());
+                    }
+                }
+                for (day, inputs) in by_day {
+                    if inputs.len() >= min_files.max(2) {
+                        groups.push((*table, day, inputs));
+                    }
+                }
+            }
+            groups
+        };
+        let mut merged = 0;
+        for (table, day, inputs) in groups {
+            let Some(spec) = TABLES.iter().find(|t| t.name == table) else {
+                continue;
+            };
+            let ranges: Vec<(u64, u64)> = inputs
+                .iter()
+                .filter_map(|p| p.file_name().and_then(|n| n.to_str()).and_then(file_seqs))
+                .collect();
+            if ranges.len() != inputs.len() {
+                continue;
+            }
+            let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+            let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            let mut batches = Vec::new();
+            for path in &inputs {
+                let file = fs::File::open(path).map_err(Error::io("open", path))?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                        .build()?;
+                for batch in reader {
+                    batches.push(batch?);
+                }
+            }
+            // Files of another schema (an older release) are left as they are.
+            if batches.iter().any(|b| b.schema() != **spec.schema) {
+                continue;
+            }
+            let all = concat_batches(spec.schema, &batches)?;
+            let out = day.join(format!("part-{first:020}-{last:020}.parquet"));
+            write_parquet(&out, &all)?;
+            sync_dir(&day)?;
+            {
+                let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(files) = inner.files.get_mut(table) {
+                    files.retain(|f| !inputs.contains(f));
+                    files.push(out.clone());
+                    files.sort();
+                }
+            }
+            for path in &inputs {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove", path)(e)),
+                }
+            }
+            sync_dir(&day)?;
+            merged += inputs.len();
+        }
+        if merged > 0 {
+            metrics::HISTORY_FILES_COMPACTED.inc_by(merged as u64);
+        }
+        Ok(merged)
+    }
+
     /// A consistent view of one table.
     pub fn snapshot(&self, table: &str) -> TableSnapshot {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -231,6 +311,7 @@ pub(crate) fn scan(
             if !day.is_dir() {
                 continue;
             }
+            let mut day_files: Vec<(PathBuf, (u64, u64))> = Vec::new();
             for f in fs::read_dir(&day).map_err(Error::io("list", &day))? {
                 let path = f.map_err(Error::io("list", &day))?.path();
                 let name = path
@@ -238,16 +319,25 @@ pub(crate) fn scan(
                     .and_then(|n| n.to_str())
                     .unwrap_or_default()
                     .to_owned();
-                let seq = name
-                    .strip_prefix("part-")
-                    .and_then(|n| n.strip_suffix(".parquet"))
-                    .and_then(|n| n.parse::<u64>().ok());
-                let keep = match (seq, committed_seq) {
-                    (Some(s), Some(c)) => s <= c,
+                let keep = match (file_seqs(&name), committed_seq) {
+                    (Some((_, last)), Some(c)) => last <= c,
                     (Some(_), None) => true,
                     (None, _) => false,
                 };
                 if keep {
+                    day_files.push((path, file_seqs(&name).unwrap_or_default()));
+                } else if cleanup {
+                    fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+                }
+            }
+            // A compaction that finished its rename but not its deletes leaves its
+            // inputs behind: the compacted file covers their commits, so they go.
+            let ranges: Vec<(u64, u64)> = day_files.iter().map(|(_, r)| *r).collect();
+            for (path, (a, b)) in day_files.drain(..) {
+                let superseded = ranges
+                    .iter()
+                    .any(|(x, y)| (*x, *y) != (a, b) && *x <= a && b <= *y);
+                if !superseded {
                     files.push(path);
                 } else if cleanup {
                     fs::remove_file(&path).map_err(Error::io("remove", &path))?;
@@ -258,6 +348,19 @@ pub(crate) fn scan(
         out.insert(table.name, files);
     }
     Ok(out)
+}
+
+/// The commits a file holds: `part-{seq}.parquet` one, `part-{first}-{last}.parquet`
+/// (a compaction of that range) all from `first` to `last`.
+fn file_seqs(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    match stem.split_once('-') {
+        Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+        None => {
+            let seq = stem.parse().ok()?;
+            Some((seq, seq))
+        }
+    }
 }
 
 fn split_by_day(batch: &RecordBatch, column: &str) -> Result<Vec<(String, RecordBatch)>> {

@@ -157,3 +157,11 @@ pub static HISTORY_FILES_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
         "History files removed because their day is older than the retention",
     )
 });
+
+/// History files merged away by compaction.
+pub static HISTORY_FILES_COMPACTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "causeway_history_compacted_files_total",
+        "Small history files merged into one per table and day",
+    )
+});
