@@ -51,6 +51,7 @@ impl From<EngineError> for ApiError {
             EngineError::QueryTimeout { .. } => {
                 ApiError(StatusCode::REQUEST_TIMEOUT, e.to_string())
             }
+            EngineError::Busy { .. } => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             other => {
                 tracing::error!(error = %other, "query failed");
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())

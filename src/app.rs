@@ -79,7 +79,8 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         },
     })
     .context("cannot open the engine")?;
-    let reader = HistoryReader::live(engine.history());
+    let reader = HistoryReader::live(engine.history())
+        .with_max_concurrent_queries(config.sql.max_concurrent_queries);
     let cancel = CancellationToken::new();
     crate::metrics::init();
     // Enrichment answers from memory: recent changes, alert links and owners, and

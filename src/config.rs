@@ -369,6 +369,11 @@ pub(crate) struct SqlConfig {
     #[serde(with = "humantime_serde")]
     pub(crate) timeout: Duration,
     pub(crate) memory_limit_bytes: usize,
+    /// SQL queries running at once over every surface (HTTP, Postgres, the
+    /// enrichment's history lookups); one that finds no slot within 2s is refused
+    /// (HTTP 503, SQLSTATE 53000), so SQL cannot take every core from ingestion.
+    #[serde(default = "default_max_concurrent_queries")]
+    pub(crate) max_concurrent_queries: usize,
     /// Postgres wire-protocol listener for the same read-only SQL (off when unset;
     /// usually `127.0.0.1:5433`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,6 +388,10 @@ pub(crate) struct SqlConfig {
     /// File holding that password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) pg_password_file: Option<PathBuf>,
+}
+
+fn default_max_concurrent_queries() -> usize {
+    causeway_engine::sql::DEFAULT_MAX_CONCURRENT_QUERIES
 }
 
 fn default_pg_max_connections() -> usize {
@@ -421,6 +430,7 @@ impl Default for Config {
             sql: SqlConfig {
                 timeout: QueryLimits::default().timeout,
                 memory_limit_bytes: QueryLimits::default().memory_bytes,
+                max_concurrent_queries: default_max_concurrent_queries(),
                 pg_listen: None,
                 pg_max_connections: default_pg_max_connections(),
                 pg_password: None,

@@ -1256,6 +1256,7 @@ fn engine_error(error: EngineError) -> Box<ErrorInfo> {
     let (code, message) = match error {
         EngineError::Query(message) => (sqlstate(&message), message),
         EngineError::QueryTimeout { .. } => ("57014", format!("canceling statement: {error}")),
+        EngineError::Busy { .. } => ("53000", error.to_string()),
         other => {
             tracing::error!(error = %other, "postgres query failed");
             ("XX000", "internal error".to_owned())

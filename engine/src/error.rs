@@ -21,6 +21,9 @@ pub enum Error {
     /// A query ran past its time limit.
     #[error("query cancelled after {seconds}s (limit)")]
     QueryTimeout { seconds: u64 },
+    /// As many queries as allowed are running; the client should retry shortly.
+    #[error("{limit} SQL queries are already running (the limit); try again shortly")]
+    Busy { limit: usize },
     /// Reading or writing the history or checkpoint failed.
     #[error("{action} {}: {source}", path.display())]
     Io {

@@ -63,7 +63,17 @@ const MAX_PARAMS: usize = 65_535;
 #[derive(Debug, Clone)]
 pub struct HistoryReader {
     source: Source,
+    /// Queries running at once, across every clone of this reader (every SQL
+    /// surface of one process): SQL must not take the cores ingestion needs.
+    slots: Arc<tokio::sync::Semaphore>,
+    max_queries: usize,
 }
+
+/// Queries that may run at once unless configured otherwise.
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 4;
+
+/// How long a query waits for a slot before it is refused as busy.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 enum Source {
@@ -79,31 +89,42 @@ enum Source {
 impl HistoryReader {
     /// Reads a running engine's history, pending rows included.
     pub fn live(history: History) -> HistoryReader {
-        HistoryReader {
-            source: Source::Live(history),
-        }
+        HistoryReader::with_source(Source::Live(history))
     }
 
     /// Reads the committed history under a data directory (no engine needed).
     pub fn from_data_dir(data_dir: &Path) -> Result<HistoryReader> {
         let committed_seq = crate::driver::committed_history_seq(data_dir)?;
-        Ok(HistoryReader {
-            source: Source::Dir {
-                dir: data_dir.join("history"),
-                committed_seq: Some(committed_seq),
-            },
-        })
+        Ok(HistoryReader::with_source(Source::Dir {
+            dir: data_dir.join("history"),
+            committed_seq: Some(committed_seq),
+        }))
     }
 
     /// Reads every Parquet file of a history directory (`<dir>/<table>/dt=…/`),
     /// such as one copied elsewhere without its engine checkpoint.
     pub fn from_history_dir(dir: &Path) -> Result<HistoryReader> {
-        Ok(HistoryReader {
-            source: Source::Dir {
-                dir: dir.to_owned(),
-                committed_seq: None,
-            },
-        })
+        Ok(HistoryReader::with_source(Source::Dir {
+            dir: dir.to_owned(),
+            committed_seq: None,
+        }))
+    }
+
+    fn with_source(source: Source) -> HistoryReader {
+        HistoryReader {
+            source,
+            slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_QUERIES)),
+            max_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
+        }
+    }
+
+    /// The same reader with at most `n` queries running at once; a query that
+    /// finds no slot within two seconds is refused as [`Error::Busy`].
+    pub fn with_max_concurrent_queries(mut self, n: usize) -> HistoryReader {
+        let n = n.max(1);
+        self.slots = Arc::new(tokio::sync::Semaphore::new(n));
+        self.max_queries = n;
+        self
     }
 
     /// Runs one read-only query.
@@ -119,10 +140,21 @@ impl HistoryReader {
         params: Vec<ScalarValue>,
         limits: QueryLimits,
     ) -> Result<QueryResult> {
-        let result = self.query_inner(sql, params, limits).await;
+        let result = match tokio::time::timeout(
+            SLOT_WAIT.min(limits.timeout),
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(_slot)) => self.query_inner(sql, params, limits).await,
+            _ => Err(Error::Busy {
+                limit: self.max_queries,
+            }),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(Error::QueryTimeout { .. }) => "timeout",
+            Err(Error::Busy { .. }) => "busy",
             Err(Error::Query(_)) => "rejected",
             Err(_) => "error",
         };

@@ -209,3 +209,39 @@ async fn a_runaway_query_is_cancelled_at_its_timeout() {
         "cancelled promptly, not run to the end"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_beyond_the_concurrency_cap_are_refused_as_busy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fixture(dir.path());
+    let reader = HistoryReader::from_data_dir(dir.path())
+        .expect("reader")
+        .with_max_concurrent_queries(1);
+    let long = {
+        let reader = reader.clone();
+        tokio::spawn(async move {
+            reader
+                .query(
+                    "SELECT sum(value % 7) FROM generate_series(1, 1000000000000)",
+                    QueryLimits {
+                        timeout: Duration::from_secs(5),
+                        memory_bytes: 256 << 20,
+                    },
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = reader
+        .query("SELECT count(*) FROM events", QueryLimits::default())
+        .await
+        .expect_err("the only slot is taken");
+    assert!(matches!(err, Error::Busy { limit: 1 }), "{err}");
+    let first = long.await.expect("join");
+    assert!(matches!(first, Err(Error::QueryTimeout { .. })));
+    // The slot is free again.
+    reader
+        .query("SELECT count(*) FROM events", QueryLimits::default())
+        .await
+        .expect("runs once the slot is free");
+}
