@@ -371,7 +371,8 @@ pub(crate) struct SqlConfig {
     pub(crate) memory_limit_bytes: usize,
     /// SQL queries running at once over every surface (HTTP, Postgres, the
     /// enrichment's history lookups); one that finds no slot within 2s is refused
-    /// (HTTP 503, SQLSTATE 53000), so SQL cannot take every core from ingestion.
+    /// (HTTP 503, SQLSTATE 53000): set it below the core count to keep cores for
+    /// ingestion.
     #[serde(default = "default_max_concurrent_queries")]
     pub(crate) max_concurrent_queries: usize,
     /// Postgres wire-protocol listener for the same read-only SQL (off when unset;
