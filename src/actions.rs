@@ -235,13 +235,7 @@ impl Actions {
         action_id: &str,
         approver: &str,
     ) -> Result<Vec<Decision>, CommandError> {
-        let mut core = self.lock();
-        let out = core
-            .kernel
-            .approve(action_id, approver, ProcessingTime::now())?;
-        let decisions = out.decisions.clone();
-        core.absorb(out, &self.exec);
-        Ok(decisions)
+        self.human_decision(|k| k.approve(action_id, approver, ProcessingTime::now()))
     }
 
     /// Denies a waiting action.
@@ -250,10 +244,17 @@ impl Actions {
         action_id: &str,
         approver: &str,
     ) -> Result<Vec<Decision>, CommandError> {
+        self.human_decision(|k| k.deny(action_id, approver, ProcessingTime::now()))
+    }
+
+    /// Runs a human's decision through the kernel; returns the new decision rows
+    /// (none when it repeats one already made).
+    fn human_decision(
+        &self,
+        decide: impl FnOnce(&mut Kernel) -> causeway_rules::Result<KernelOutput>,
+    ) -> Result<Vec<Decision>, CommandError> {
         let mut core = self.lock();
-        let out = core
-            .kernel
-            .deny(action_id, approver, ProcessingTime::now())?;
+        let out = decide(&mut core.kernel)?;
         let decisions = out.decisions.clone();
         core.absorb(out, &self.exec);
         Ok(decisions)
