@@ -154,10 +154,12 @@ enum Command {
         /// Only events before this time (RFC 3339).
         #[arg(long)]
         to: Option<String>,
-        /// Rules to replay with (a directory or file); the configured rules by default.
+        /// Rules to replay with (a directory or file); by default the rules the history
+        /// was written with (saved in the data dir), else the configured ones.
         #[arg(long)]
         rules: Option<PathBuf>,
-        /// Config file (catalog, engine settings).
+        /// Config file (catalog, engine settings); by default the settings the
+        /// history was written with (`<data_dir>/engine/settings.yaml`).
         #[arg(long, short, env = "CAUSEWAY_CONFIG")]
         config: Option<PathBuf>,
         /// Compare with the incidents stored: added, removed and changed.
