@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod wire;
+
 use causeway_engine::{Operator, WatermarkConfig};
 use causeway_rules::{
     Catalog, CorrelatorConfig, Event, EventKind, EventTime, ProcessingTime, RulePack, ServiceEntry,

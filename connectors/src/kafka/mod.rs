@@ -24,6 +24,7 @@ mod log;
 mod sink;
 mod source;
 mod state;
+mod tail;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub use log::KafkaEventLog;
 pub use sink::KafkaSink;
 pub use source::{SourceFormat, SourceTopic, run_source};
 pub use state::StateStore;
+pub use tail::TopicTail;
 
 use crate::{Error, Result};
 
