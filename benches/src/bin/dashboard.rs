@@ -40,6 +40,12 @@ use causeway_rules::{
     ProcessingTime, Severity,
 };
 use clap::{Parser, ValueEnum};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use serde_json::{Value, json};
 
 /// 2024-05-01T00:00:00Z: the history starts on a day boundary.
@@ -97,6 +103,12 @@ struct Args {
     /// Also print DataFusion's EXPLAIN ANALYZE of each query.
     #[arg(long)]
     explain: bool,
+    /// A DataFusion setting (`key=value`, repeatable) for a what-if column: the
+    /// same queries on a session built like Causeway's (same files, schemas,
+    /// `incidents_latest`, two partitions, memory limit) with these settings on
+    /// top, e.g. `datafusion.execution.parquet.pushdown_filters=true`.
+    #[arg(long = "what-if", value_name = "KEY=VALUE")]
+    what_if: Vec<String>,
     /// Generate (or check) the history and stop.
     #[arg(long)]
     generate_only: bool,
@@ -200,11 +212,21 @@ fn main() -> Result<()> {
     eprintln!("running the dashboard queries through Causeway's SQL surface …");
     let (causeway, fixed_ms) = runtime.block_on(run_causeway(&dir, &queries, &args, limits))?;
 
+    let what_if = if args.what_if.is_empty() {
+        None
+    } else {
+        eprintln!(
+            "running the queries again with {} …",
+            args.what_if.join(" ")
+        );
+        Some(runtime.block_on(run_what_if(&dir, &queries, &args, limits))?)
+    };
+
     eprintln!("running the same queries in DuckDB …");
     let duck = run_duckdb(&args, &dir)?;
 
     print_header(&args, &dir, &marker, reused, &sizes);
-    let disagreements = print_results(&args, &queries, &causeway, &duck)?;
+    let disagreements = print_results(&args, &queries, &causeway, what_if.as_deref(), &duck)?;
     println!(
         "\nFixed cost of one query through Causeway's SQL surface (`SELECT 1`: session, \
          directory listing, table and view registration): {fixed_ms:.1} ms median."
@@ -926,6 +948,98 @@ async fn run_causeway(
     Ok((out, fixed_ms))
 }
 
+/// Times the queries on a plain DataFusion session built like
+/// `HistoryReader`'s (engine/src/sql.rs) with the `--what-if` settings on top:
+/// a fresh session for every run, as Causeway does.
+async fn run_what_if(
+    dir: &Path,
+    queries: &[Query],
+    args: &Args,
+    limits: QueryLimits,
+) -> Result<Vec<Measured>> {
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        let mut times_ms = Vec::with_capacity(args.runs);
+        let mut rows = Vec::new();
+        for run in 0..args.warmup + args.runs.max(1) {
+            let started = Instant::now();
+            let ctx = what_if_session(dir, &args.what_if, limits).await?;
+            let batches = ctx
+                .sql(&q.sql)
+                .await
+                .with_context(|| format!("plan {}", q.name))?
+                .collect()
+                .await
+                .with_context(|| format!("run {}", q.name))?;
+            if run >= args.warmup {
+                times_ms.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+            rows = canonical_rows(&batches).with_context(|| format!("rows of {}", q.name))?;
+        }
+        eprintln!("  {}: median {:.1} ms", q.name, median(&times_ms));
+        out.push(Measured { times_ms, rows });
+    }
+    Ok(out)
+}
+
+async fn what_if_session(
+    dir: &Path,
+    settings: &[String],
+    limits: QueryLimits,
+) -> Result<SessionContext> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .build_arc()
+        .context("runtime environment")?;
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_target_partitions(2);
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--what-if {setting}: expected key=value"))?;
+        config
+            .options_mut()
+            .set(key.trim(), value.trim())
+            .with_context(|| format!("--what-if {setting}"))?;
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for table in causeway_engine::history::TABLES {
+        if !TABLES.contains(&table.name) {
+            continue;
+        }
+        let mut urls = Vec::new();
+        let tdir = dir.join(table.name);
+        for day in std::fs::read_dir(&tdir).with_context(|| format!("list {}", tdir.display()))? {
+            let day = day
+                .with_context(|| format!("list {}", tdir.display()))?
+                .path();
+            for f in std::fs::read_dir(&day).with_context(|| format!("list {}", day.display()))? {
+                let path = f.with_context(|| format!("list {}", day.display()))?.path();
+                if path.extension().is_some_and(|e| e == "parquet") {
+                    urls.push(ListingTableUrl::parse(path.to_string_lossy())?);
+                }
+            }
+        }
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema((*table.schema).clone());
+        ctx.register_table(table.name, Arc::new(ListingTable::try_new(config)?))?;
+    }
+    // The view engine/src/sql.rs defines.
+    ctx.sql(
+        "CREATE VIEW incidents_latest AS \
+         SELECT i.* FROM incidents i \
+         JOIN (SELECT incident_id AS latest_id, max(version) AS latest_version \
+               FROM incidents GROUP BY incident_id) m \
+         ON i.incident_id = m.latest_id AND i.version = m.latest_version",
+    )
+    .await?;
+    Ok(ctx)
+}
+
 fn run_duckdb(args: &Args, dir: &Path) -> Result<BTreeMap<String, Measured>> {
     let output = Command::new(&args.python)
         .arg(&args.duckdb_script)
@@ -1178,54 +1292,56 @@ fn print_results(
     args: &Args,
     queries: &[Query],
     causeway: &[Measured],
+    what_if: Option<&[Measured]>,
     duck: &BTreeMap<String, Measured>,
 ) -> Result<Vec<&'static str>> {
+    fn spread(m: &Measured) -> String {
+        format!(
+            "{:.1} ({:.1}–{:.1})",
+            m.median(),
+            m.times_ms.iter().copied().fold(f64::INFINITY, f64::min),
+            m.times_ms.iter().copied().fold(0.0, f64::max)
+        )
+    }
     let mut disagreements = Vec::new();
-    let mut lines: Vec<[String; 5]> = Vec::new();
+    let mut lines: Vec<Vec<String>> = Vec::new();
     let mut notes = Vec::new();
-    for (q, ours) in queries.iter().zip(causeway) {
+    for (k, (q, ours)) in queries.iter().zip(causeway).enumerate() {
         let theirs = duck
             .get(q.name)
             .with_context(|| format!("DuckDB did not run {}", q.name))?;
-        let (ratio, diff) = match difference(&ours.rows, &theirs.rows) {
-            None => (format!("{:.2}×", ours.median() / theirs.median()), None),
+        let ratio = match difference(&ours.rows, &theirs.rows) {
+            None => format!("{:.2}×", ours.median() / theirs.median()),
             Some(d) => {
                 disagreements.push(q.name);
-                ("results differ".to_owned(), Some(d))
+                notes.push(format!("{}: {d}", q.name));
+                "results differ".to_owned()
             }
         };
-        if let Some(d) = diff {
-            notes.push(format!("{}: {d}", q.name));
+        let mut line = vec![q.name.to_owned(), ours.rows.len().to_string(), spread(ours)];
+        if let Some(w) = what_if.and_then(|w| w.get(k)) {
+            match difference(&ours.rows, &w.rows) {
+                None => line.push(spread(w)),
+                Some(d) => {
+                    notes.push(format!("{} (what-if): {d}", q.name));
+                    line.push("results differ".to_owned());
+                }
+            }
         }
-        lines.push([
-            q.name.to_owned(),
-            ours.rows.len().to_string(),
-            format!(
-                "{:.1} ({:.1}–{:.1})",
-                ours.median(),
-                ours.times_ms.iter().copied().fold(f64::INFINITY, f64::min),
-                ours.times_ms.iter().copied().fold(0.0, f64::max)
-            ),
-            format!(
-                "{:.1} ({:.1}–{:.1})",
-                theirs.median(),
-                theirs
-                    .times_ms
-                    .iter()
-                    .copied()
-                    .fold(f64::INFINITY, f64::min),
-                theirs.times_ms.iter().copied().fold(0.0, f64::max)
-            ),
-            ratio,
-        ]);
+        line.push(spread(theirs));
+        line.push(ratio);
+        lines.push(line);
     }
-    let header = [
+    let mut header = vec![
         "query".to_owned(),
         "rows".to_owned(),
         "Causeway/DataFusion ms median (min–max)".to_owned(),
-        "DuckDB ms median (min–max)".to_owned(),
-        "Causeway / DuckDB".to_owned(),
     ];
+    if what_if.is_some() {
+        header.push("what-if ms".to_owned());
+    }
+    header.push("DuckDB ms median (min–max)".to_owned());
+    header.push("Causeway / DuckDB".to_owned());
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -1233,26 +1349,33 @@ fn print_results(
         args.runs.max(1),
         args.warmup
     );
+    if what_if.is_some() {
+        let _ = writeln!(
+            out,
+            "what-if: a session built like Causeway's with {}",
+            args.what_if.join(" ")
+        );
+    }
     let _ = writeln!(out);
     match args.format {
         Format::Markdown => {
             let _ = writeln!(out, "| {} |", header.join(" | "));
-            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+            let _ = writeln!(out, "|---|{}", "---:|".repeat(header.len() - 1));
             for l in &lines {
                 let _ = writeln!(out, "| `{}` | {} |", l[0], l[1..].join(" | "));
             }
         }
         Format::Text => {
-            let mut widths = header.clone().map(|h| h.chars().count());
+            let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
             for l in &lines {
                 for (w, c) in widths.iter_mut().zip(l) {
                     *w = (*w).max(c.chars().count());
                 }
             }
-            let row = |cells: &[String; 5]| {
+            let row = |cells: &[String]| {
                 let mut s = String::new();
-                for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-                    let pad = w - c.chars().count();
+                for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+                    let pad = w.saturating_sub(c.chars().count());
                     if i == 0 {
                         let _ = write!(s, "{c}{}  ", " ".repeat(pad));
                     } else {

@@ -1314,3 +1314,75 @@ fn sample(pid: u32, peak: &AtomicU64, cpu: &AtomicU64) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use causeway_engine::{SourceTiming, WatermarkConfig};
+
+    use super::*;
+
+    fn model() -> LatencyModel {
+        let timing = SourceTiming {
+            delay: Duration::from_secs(1),
+            allowed_lateness: Duration::from_secs(600),
+            drives_watermark: true,
+        };
+        LatencyModel {
+            config: WatermarkConfig {
+                idle_timeout: Duration::from_secs(2),
+                default: timing,
+                sources: [(
+                    "cost".to_owned(),
+                    SourceTiming {
+                        drives_watermark: false,
+                        ..timing
+                    },
+                )]
+                .into(),
+            },
+        }
+    }
+
+    fn us(s: f64) -> i64 {
+        (s * 1e6) as i64
+    }
+
+    /// Alertmanager sends every 100 ms from 0 to 30 s, event time = wall time.
+    fn busy() -> SendLog {
+        let mut log = SendLog::default();
+        for i in 0..300 {
+            let t = f64::from(i) / 10.0;
+            log.record("alertmanager", t, us(t));
+        }
+        log
+    }
+
+    #[test]
+    fn a_busy_source_closes_the_window_one_delay_later() {
+        let log = busy();
+        let close = log.close(&model(), us(10.0), 10.0);
+        assert!((close - 11.0).abs() < 1e-6, "{close}");
+    }
+
+    #[test]
+    fn a_quiet_source_holds_the_window_until_it_is_idle() {
+        let mut log = busy();
+        log.record("github", 9.5, us(9.5));
+        // GitHub never reaches 11 s of event time: it stops holding at 9.5 + 2 s.
+        let close = log.close(&model(), us(10.0), 10.0);
+        assert!((close - 11.5).abs() < 1e-6, "{close}");
+        // Another GitHub event at 11.2 s of event time reaches it sooner.
+        log.record("github", 10.4, us(11.2));
+        let close = log.close(&model(), us(10.0), 10.0);
+        assert!((close - 11.0).abs() < 1e-6, "{close}");
+    }
+
+    #[test]
+    fn late_feeds_and_sources_not_yet_heard_from_do_not_hold_it() {
+        let mut log = busy();
+        log.record("cost", 1.0, us(-86_400.0));
+        log.record("cloudtrail", 20.0, us(20.0));
+        let close = log.close(&model(), us(10.0), 10.0);
+        assert!((close - 11.0).abs() < 1e-6, "{close}");
+    }
+}
