@@ -211,27 +211,9 @@ impl Harness {
         let w = self.workload(n);
         let generated = generate_with_truth(&w);
         let expected = distinct_ids(&generated.events);
-        let file = dir.path().join("events.jsonl");
-        std::fs::write(&file, wire::cloudevents_jsonl(&generated.events))?;
         let config = write_config(dir.path(), &w, 0, "", "")?;
         eprintln!("import: {n} events ({expected} distinct) …");
-        let start = Instant::now();
-        let child = Command::new(&self.bin)
-            .args(["import", "events"])
-            .arg(&file)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("start causeway import")?;
-        let (output, usage) = Monitor::wait(child)?;
-        let elapsed = start.elapsed();
-        ensure!(
-            output.status.success(),
-            "causeway import failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (elapsed, usage) = self.import_file(dir.path(), &generated.events, &config)?;
         let stored = self.sql_local(&config, ACCOUNTED)?;
         refuse_if_lost(expected, stored)?;
         let found = if generated.scenarios.is_empty() {
@@ -712,26 +694,9 @@ impl Harness {
         let w = self.workload(n);
         let events = generate(&w);
         let expected = distinct_ids(&events);
-        let file = dir.path().join("events.jsonl");
-        std::fs::write(&file, wire::cloudevents_jsonl(&events))?;
         let config = write_config(dir.path(), &w, 0, "", HOLD_WATERMARK)?;
         eprintln!("buffer: {n} events with the watermark held back …");
-        let start = Instant::now();
-        let child = Command::new(&self.bin)
-            .args(["import", "events"])
-            .arg(&file)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let (out, usage) = Monitor::wait(child)?;
-        ensure!(
-            out.status.success(),
-            "import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let elapsed = start.elapsed();
+        let (elapsed, usage) = self.import_file(dir.path(), &events, &config)?;
         let stored = self.sql_local(&config, ACCOUNTED)?;
         refuse_if_lost(expected, stored)?;
         Ok(format!(
@@ -746,6 +711,36 @@ impl Harness {
             per = usage.peak_rss_kib as f64 * 1024.0 / n as f64,
             secs = elapsed.as_secs_f64(),
         ))
+    }
+
+    /// Writes `events` as a CloudEvents file under `dir` and runs `causeway import
+    /// events` on it to the end: wall time and the process's usage.
+    fn import_file(
+        &self,
+        dir: &Path,
+        events: &[Event],
+        config: &Path,
+    ) -> anyhow::Result<(Duration, Usage)> {
+        let file = dir.join("events.jsonl");
+        std::fs::write(&file, wire::cloudevents_jsonl(events))?;
+        let start = Instant::now();
+        let child = Command::new(&self.bin)
+            .args(["import", "events"])
+            .arg(&file)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start causeway import")?;
+        let (output, usage) = Monitor::wait(child)?;
+        let elapsed = start.elapsed();
+        ensure!(
+            output.status.success(),
+            "causeway import failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((elapsed, usage))
     }
 
     /// One number from `causeway sql` over the data dir beside `config`.
