@@ -89,7 +89,8 @@ impl Rng {
     }
 }
 
-const NOISE_ALERTS: [&str; 8] = [
+/// Alert names of the background noise.
+pub const NOISE_ALERTS: [&str; 8] = [
     "HighLatencyP99",
     "SaturationHigh",
     "QueueBacklog",

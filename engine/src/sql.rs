@@ -24,6 +24,13 @@ use datafusion::scalar::ScalarValue;
 use crate::history::{self, History, TABLES, TableSnapshot};
 use crate::{Error, Result, metrics};
 
+/// The `incidents_latest` view: the latest version of each incident.
+pub const INCIDENTS_LATEST_VIEW: &str = "CREATE VIEW incidents_latest AS \
+     SELECT i.* FROM incidents i \
+     JOIN (SELECT incident_id AS latest_id, max(version) AS latest_version \
+           FROM incidents GROUP BY incident_id) m \
+     ON i.incident_id = m.latest_id AND i.version = m.latest_version";
+
 /// Limits applied to every query.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryLimits {
@@ -262,15 +269,9 @@ impl HistoryReader {
                 .ok_or_else(|| Error::Internal(format!("unknown table {table}")))?;
             register_table(&ctx, table, schema, snap).await?;
         }
-        ctx.sql(
-            "CREATE VIEW incidents_latest AS \
-             SELECT i.* FROM incidents i \
-             JOIN (SELECT incident_id AS latest_id, max(version) AS latest_version \
-                   FROM incidents GROUP BY incident_id) m \
-             ON i.incident_id = m.latest_id AND i.version = m.latest_version",
-        )
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        ctx.sql(INCIDENTS_LATEST_VIEW)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(ctx)
     }
 }

@@ -304,16 +304,7 @@ enum Class {
     Other,
 }
 
-const NOISE_ALERTS: [&str; 8] = [
-    "HighLatencyP99",
-    "SaturationHigh",
-    "QueueBacklog",
-    "CertificateExpiringSoon",
-    "KubeHpaMaxedOut",
-    "TargetDown",
-    "HighErrorRate",
-    "DiskAlmostFull",
-];
+use causeway_benches::NOISE_ALERTS;
 
 /// Rules of the built-in pack, with how often each explains an incident (per
 /// hundred): most incidents are plain alert groups.
@@ -1028,15 +1019,7 @@ async fn what_if_session(
             .with_schema((*table.schema).clone());
         ctx.register_table(table.name, Arc::new(ListingTable::try_new(config)?))?;
     }
-    // The view engine/src/sql.rs defines.
-    ctx.sql(
-        "CREATE VIEW incidents_latest AS \
-         SELECT i.* FROM incidents i \
-         JOIN (SELECT incident_id AS latest_id, max(version) AS latest_version \
-               FROM incidents GROUP BY incident_id) m \
-         ON i.incident_id = m.latest_id AND i.version = m.latest_version",
-    )
-    .await?;
+    ctx.sql(causeway_engine::sql::INCIDENTS_LATEST_VIEW).await?;
     Ok(ctx)
 }
 
