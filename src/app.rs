@@ -346,6 +346,7 @@ async fn engine_loop(
 ) -> anyhow::Result<()> {
     let mut last_commit = Instant::now();
     let mut last_maintenance = Instant::now();
+    let mut clock = causeway_engine::LogClock::default();
     loop {
         if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
             tokio::task::block_in_place(|| maintain_history(&engine, l.retention));
@@ -353,12 +354,14 @@ async fn engine_loop(
         }
         let records = tokio::select! {
             _ = l.cancel.cancelled() => break,
-            r = consumer.poll(4096, Duration::from_millis(250)) => r.context("reading the event log")?,
+            r = consumer.poll(POLL_MAX, Duration::from_millis(250)) => r.context("reading the event log")?,
         };
         let now = ProcessingTime::now();
         let records = positioned(records);
+        let behind = records.len() >= POLL_MAX;
+        let log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
         l.enricher.observe(records.iter().map(|(_, e)| e));
-        let out = tokio::task::block_in_place(|| engine.process(records, now))
+        let out = tokio::task::block_in_place(|| engine.process(records, log_now))
             .context("correlating events")?;
         l.actions.on_output(&out, now);
         let (_, own) = l.actions.flush(&mut engine)?;
@@ -385,6 +388,9 @@ async fn engine_loop(
     tracing::info!("engine stopped after a final commit");
     Ok(())
 }
+
+/// Most records one read of the log returns; a full read means more is waiting.
+pub(crate) const POLL_MAX: usize = 4096;
 
 /// How often history maintenance (compaction, retention) runs.
 pub(crate) const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);

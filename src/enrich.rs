@@ -204,6 +204,13 @@ struct Gathered {
     currency: Option<String>,
 }
 
+/// What one event contributes to the incidents it joins.
+#[derive(Debug)]
+enum EventFacts {
+    Alert(AlertFacts),
+    Cost(CostRow),
+}
+
 /// One cost row, as the cost-impact figure needs it.
 #[derive(Debug, Clone)]
 struct CostRow {
@@ -223,32 +230,40 @@ const MAX_LISTED: usize = 5;
 /// An earlier incident, as the similar-incident lookup keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PastIncident {
-    pub(crate) incident_id: String,
-    pub(crate) rule_id: String,
-    pub(crate) entity: String,
-    pub(crate) title: String,
+    pub(crate) incident_id: Arc<str>,
+    pub(crate) rule_id: Arc<str>,
+    pub(crate) entity: Arc<str>,
+    pub(crate) title: Arc<str>,
     pub(crate) opened_at: EventTime,
     pub(crate) resolved_at: Option<EventTime>,
     /// Runbook decisions taken on it (`runbook: decision`).
     pub(crate) actions: Vec<String>,
 }
 
-/// Similar past incidents, by (rule, entity): loaded from the history with
-/// DataFusion at start (bounded in time and rows), kept current from the incidents
-/// that pass through, bounded in memory.
+/// The past incidents of one entity, newest first: at most [`PAST_PER_KEY`] per
+/// rule and [`PAST_PER_ENTITY`] in all.
+type EntityPast = Arc<std::sync::Mutex<Vec<PastIncident>>>;
+
+/// Similar past incidents, by entity: loaded from the history with DataFusion at
+/// start (bounded in time and rows), kept current from the incidents that pass
+/// through, bounded in memory.
+///
+/// Every incident version passes through here, so the list of an entity is
+/// updated in place under its own lock (one cache lookup, no copy) and only when
+/// what it remembers of the incident changed.
 #[derive(Clone)]
 pub(crate) struct SimilarIndex {
-    by_key: Cache<(String, String), Arc<Vec<PastIncident>>>,
-    by_entity: Cache<String, Arc<Vec<PastIncident>>>,
+    by_entity: Cache<Arc<str>, EntityPast>,
 }
 
-/// Past incidents kept per key.
+/// Past incidents kept per (rule, entity).
 const PAST_PER_KEY: usize = 10;
+/// Past incidents kept per entity, all rules together.
+const PAST_PER_ENTITY: usize = 40;
 
 impl SimilarIndex {
     pub(crate) fn new(capacity: u64) -> SimilarIndex {
         SimilarIndex {
-            by_key: Cache::builder().max_capacity(capacity).build(),
             by_entity: Cache::builder().max_capacity(capacity).build(),
         }
     }
@@ -287,7 +302,7 @@ impl SimilarIndex {
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&bytes)?;
         let mut n = 0;
         for r in rows.iter().rev() {
-            let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            let text = |k: &str| Arc::<str>::from(r[k].as_str().unwrap_or_default());
             let Some(opened) = r["opened_us"].as_i64() else {
                 continue;
             };
@@ -310,57 +325,105 @@ impl SimilarIndex {
 
     /// Adds or updates one incident.
     pub(crate) fn remember(&self, past: PastIncident) {
-        let upsert = |list: Option<Arc<Vec<PastIncident>>>| -> Arc<Vec<PastIncident>> {
-            let mut v: Vec<PastIncident> = list.map(|l| (*l).clone()).unwrap_or_default();
-            match v.iter_mut().find(|p| p.incident_id == past.incident_id) {
-                Some(p) => {
-                    let actions = std::mem::take(&mut p.actions);
-                    *p = past.clone();
-                    if p.actions.is_empty() {
-                        p.actions = actions;
-                    }
-                }
-                None => v.push(past.clone()),
-            }
-            v.sort_by_key(|p| std::cmp::Reverse(p.opened_at));
-            v.truncate(PAST_PER_KEY);
-            Arc::new(v)
-        };
-        let key = (past.rule_id.clone(), past.entity.clone());
-        self.by_key
-            .insert(key.clone(), upsert(self.by_key.get(&key)));
-        self.by_entity.insert(
-            past.entity.clone(),
-            upsert(self.by_entity.get(&past.entity)),
-        );
+        let list = self
+            .by_entity
+            .get_with_by_ref(&past.entity, Default::default);
+        let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+        remember_in(&mut list, past);
     }
 
     /// Up to `n` incidents like `incident` that opened before it: same rule and
     /// entity first, then others on the same entity.
+    #[cfg(test)]
     pub(crate) fn similar(&self, incident: &IncidentVersion, n: usize) -> Vec<PastIncident> {
-        let earlier = |p: &&PastIncident| {
-            p.incident_id != *incident.incident_id && p.opened_at < incident.opened_at
+        let Some(list) = self.by_entity.get(&incident.entity) else {
+            return Vec::new();
         };
-        let key = (incident.rule_id.to_string(), incident.entity.to_string());
-        let mut out: Vec<PastIncident> = self
-            .by_key
-            .get(&key)
-            .map(|l| l.iter().filter(earlier).take(n).cloned().collect())
-            .unwrap_or_default();
-        if out.len() < n
-            && let Some(l) = self.by_entity.get(&*incident.entity)
-        {
-            for p in l.iter().filter(earlier) {
-                if out.len() >= n {
-                    break;
-                }
-                if !out.iter().any(|o| o.incident_id == p.incident_id) {
-                    out.push(p.clone());
-                }
+        let list = list.lock().unwrap_or_else(|p| p.into_inner());
+        similar_in(&list, incident, n)
+    }
+
+    /// Finds the similar incidents of `incident`, then remembers it for the next
+    /// ones (one lookup for both: this runs for every incident version).
+    fn similar_then_remember(&self, incident: &IncidentVersion, n: usize) -> Vec<PastIncident> {
+        let list = self
+            .by_entity
+            .get_with_by_ref(&incident.entity, Default::default);
+        let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+        let found = similar_in(&list, incident, n);
+        if incident.merged_into.is_none() {
+            let known = list.iter().find(|p| p.incident_id == incident.incident_id);
+            let unchanged = known.is_some_and(|p| {
+                p.title == incident.title
+                    && p.opened_at == incident.opened_at
+                    && p.resolved_at == incident.resolved_at
+            });
+            if !unchanged {
+                remember_in(
+                    &mut list,
+                    PastIncident {
+                        incident_id: incident.incident_id.clone(),
+                        rule_id: incident.rule_id.clone(),
+                        entity: incident.entity.clone(),
+                        title: incident.title.clone(),
+                        opened_at: incident.opened_at,
+                        resolved_at: incident.resolved_at,
+                        actions: Vec::new(),
+                    },
+                );
             }
         }
-        out
+        found
     }
+}
+
+/// Inserts or updates `past` in an entity's list (newest first), keeping the
+/// actions already known when the update carries none, and the bounds.
+fn remember_in(list: &mut Vec<PastIncident>, mut past: PastIncident) {
+    if let Some(i) = list.iter().position(|p| p.incident_id == past.incident_id) {
+        let old = list.remove(i);
+        if past.actions.is_empty() {
+            past.actions = old.actions;
+        }
+    }
+    let at = list.partition_point(|p| p.opened_at >= past.opened_at);
+    list.insert(at, past);
+    let rule = list[at].rule_id.clone();
+    let same_rule: Vec<usize> = list
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.rule_id == rule)
+        .map(|(i, _)| i)
+        .collect();
+    if same_rule.len() > PAST_PER_KEY
+        && let Some(&oldest) = same_rule.last()
+    {
+        list.remove(oldest);
+    }
+    list.truncate(PAST_PER_ENTITY);
+}
+
+/// Up to `n` of `list` that opened before `incident`: its own rule first.
+fn similar_in(list: &[PastIncident], incident: &IncidentVersion, n: usize) -> Vec<PastIncident> {
+    let earlier = |p: &&PastIncident| {
+        p.incident_id != incident.incident_id && p.opened_at < incident.opened_at
+    };
+    let mut out: Vec<PastIncident> = list
+        .iter()
+        .filter(earlier)
+        .filter(|p| p.rule_id == incident.rule_id)
+        .take(n)
+        .cloned()
+        .collect();
+    for p in list.iter().filter(earlier) {
+        if out.len() >= n {
+            break;
+        }
+        if p.rule_id != incident.rule_id {
+            out.push(p.clone());
+        }
+    }
+    out
 }
 
 /// The enrichment stage: owners, the root-cause change, links and similar past
@@ -369,10 +432,10 @@ impl SimilarIndex {
 pub(crate) struct IncidentEnricher {
     catalog: Arc<Catalog>,
     changes: ChangeIndex,
-    alerts: Cache<String, Arc<AlertFacts>>,
+    /// What alerts and cost rows contribute, by event id (one lookup per edge).
+    facts: Cache<String, Arc<EventFacts>>,
     gathered: Cache<Arc<str>, Arc<std::sync::Mutex<Gathered>>>,
     similar: SimilarIndex,
-    cost_rows: Cache<String, Arc<CostRow>>,
     /// Per service: (charge period start, amount), oldest first, bounded.
     cost_history: Cache<String, Arc<Vec<(EventTime, f64)>>>,
 }
@@ -380,7 +443,7 @@ pub(crate) struct IncidentEnricher {
 impl std::fmt::Debug for IncidentEnricher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IncidentEnricher")
-            .field("alerts", &self.alerts.entry_count())
+            .field("facts", &self.facts.entry_count())
             .field("incidents", &self.gathered.entry_count())
             .finish()
     }
@@ -392,8 +455,8 @@ impl IncidentEnricher {
         IncidentEnricher {
             catalog: Arc::new(catalog),
             changes,
-            alerts: Cache::builder()
-                .max_capacity(200_000)
+            facts: Cache::builder()
+                .max_capacity(400_000)
                 .time_to_live(ttl)
                 .build(),
             gathered: Cache::builder()
@@ -401,10 +464,6 @@ impl IncidentEnricher {
                 .time_to_live(ttl)
                 .build(),
             similar,
-            cost_rows: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(ttl)
-                .build(),
             cost_history: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
@@ -427,16 +486,16 @@ impl IncidentEnricher {
                 continue;
             }
             let label = |k: &str| e.attr(k).map(str::to_owned);
-            self.alerts.insert(
+            self.facts.insert(
                 e.id.clone(),
-                Arc::new(AlertFacts {
+                Arc::new(EventFacts::Alert(AlertFacts {
                     alertname: label("alertname")
                         .or_else(|| (e.source == "argocd").then(|| "ArgoCDOutOfSync".to_owned())),
                     team: label("team").or_else(|| label("owner")),
                     runbook_url: label("annotation.runbook_url"),
                     generator_url: label("generator_url").or_else(|| label("app_url")),
                     external_url: label("external_url"),
-                }),
+                })),
             );
         }
     }
@@ -460,13 +519,13 @@ impl IncidentEnricher {
             history.remove(0);
         }
         self.cost_history.insert(service, Arc::new(history));
-        self.cost_rows.insert(
+        self.facts.insert(
             e.id.clone(),
-            Arc::new(CostRow {
+            Arc::new(EventFacts::Cost(CostRow {
                 time: e.time,
                 amount,
                 currency: e.attr("currency").map(str::to_owned),
-            }),
+            })),
         );
     }
 
@@ -522,11 +581,16 @@ impl IncidentEnricher {
         let gathered = self
             .gathered
             .get_with(incident.incident_id.clone(), Default::default);
-        let g = {
-            let mut g = gathered.lock().unwrap_or_else(|p| p.into_inner());
-            for edge in edges {
-                let id = edge.event_id.to_string();
-                if let Some(c) = self.cost_rows.get(&id) {
+        // Held to the end: this incident's versions are enriched one at a time.
+        let mut g = gathered.lock().unwrap_or_else(|p| p.into_inner());
+        for edge in edges {
+            let id = edge.event_id.to_string();
+            let Some(facts) = self.facts.get(&id) else {
+                continue;
+            };
+            let a = match &*facts {
+                EventFacts::Alert(a) => a,
+                EventFacts::Cost(c) => {
                     if g.costs.len() < COST_ROWS_PER_INCIDENT
                         && !g.costs.iter().any(|(x, _, _)| *x == id)
                     {
@@ -537,29 +601,25 @@ impl IncidentEnricher {
                     }
                     continue;
                 }
-                let Some(a) = self.alerts.get(&id) else {
-                    continue;
-                };
-                let add = |set: &mut std::collections::BTreeSet<String>, v: &Option<String>| {
-                    if let Some(v) = v
-                        && set.len() < MAX_LISTED
-                    {
-                        set.insert(v.clone());
-                    }
-                };
-                add(&mut g.alertnames, &a.alertname);
-                add(&mut g.teams, &a.team);
-                add(&mut g.runbook_urls, &a.runbook_url);
-                add(&mut g.generator_urls, &a.generator_url);
-                if g.external_url.is_none() {
-                    g.external_url.clone_from(&a.external_url);
+            };
+            let add = |set: &mut std::collections::BTreeSet<String>, v: &Option<String>| {
+                if let Some(v) = v
+                    && set.len() < MAX_LISTED
+                {
+                    set.insert(v.clone());
                 }
-                if a.alertname.as_deref() == Some("ArgoCDOutOfSync") {
-                    g.argocd_out_of_sync = true;
-                }
+            };
+            add(&mut g.alertnames, &a.alertname);
+            add(&mut g.teams, &a.team);
+            add(&mut g.runbook_urls, &a.runbook_url);
+            add(&mut g.generator_urls, &a.generator_url);
+            if g.external_url.is_none() {
+                g.external_url.clone_from(&a.external_url);
             }
-            g.clone()
-        };
+            if a.alertname.as_deref() == Some("ArgoCDOutOfSync") {
+                g.argocd_out_of_sync = true;
+            }
+        }
         let service = self.catalog.service_of(&incident.entity);
         let entry = self.catalog.service(&service);
         let team = entry
@@ -612,9 +672,10 @@ impl IncidentEnricher {
                 .iter()
                 .find_map(|k| c.attributes.get(*k).cloned())
         });
+        // This incident is a similar one for the next.
         let similar: Vec<serde_json::Value> = self
             .similar
-            .similar(incident, 3)
+            .similar_then_remember(incident, 3)
             .iter()
             .map(|p| {
                 json!({
@@ -629,18 +690,6 @@ impl IncidentEnricher {
                 })
             })
             .collect();
-        // This incident is a similar one for the next.
-        if incident.merged_into.is_none() {
-            self.similar.remember(PastIncident {
-                incident_id: incident.incident_id.to_string(),
-                rule_id: incident.rule_id.to_string(),
-                entity: incident.entity.to_string(),
-                title: incident.title.to_string(),
-                opened_at: incident.opened_at,
-                resolved_at: incident.resolved_at,
-                actions: Vec::new(),
-            });
-        }
         json!({
             "service": service,
             "owner": {
@@ -866,7 +915,7 @@ mod tests {
         let ids: Vec<String> = index
             .similar(&now, 3)
             .into_iter()
-            .map(|p| p.incident_id)
+            .map(|p| p.incident_id.to_string())
             .collect();
         assert_eq!(ids, ["old-same", "old-other-rule"]);
     }
@@ -883,5 +932,39 @@ mod tests {
         index.running.run_pending_tasks();
         assert!(index.changes.entry_count() <= 1_000);
         assert!(index.running.entry_count() <= 1_000);
+    }
+    #[test]
+    fn an_entity_keeps_its_rare_rules_among_many_incidents_of_a_noisy_one() {
+        let mut list = Vec::new();
+        let past = |i: i64, rule: &str| PastIncident {
+            incident_id: format!("{rule}-{i}").into(),
+            rule_id: rule.into(),
+            entity: "checkout".into(),
+            title: "t".into(),
+            opened_at: EventTime::from_micros(i),
+            resolved_at: None,
+            actions: vec![],
+        };
+        remember_in(&mut list, past(1, "deploy-regression"));
+        for i in 2..100 {
+            remember_in(&mut list, past(i, "alert-group"));
+        }
+        // A later version of an incident replaces it, keeping its actions.
+        let mut acted = past(95, "alert-group");
+        remember_in(&mut list, acted.clone());
+        acted.actions = vec!["restart: executed".into()];
+        remember_in(&mut list, acted.clone());
+        acted.actions.clear();
+        remember_in(&mut list, acted);
+        let noisy = list.iter().filter(|p| &*p.rule_id == "alert-group").count();
+        assert_eq!(noisy, PAST_PER_KEY);
+        assert!(list.iter().any(|p| &*p.rule_id == "deploy-regression"));
+        assert!(list.windows(2).all(|w| w[0].opened_at >= w[1].opened_at));
+        let kept = list.iter().find(|p| &*p.incident_id == "alert-group-95");
+        assert_eq!(kept.map(|p| p.actions.len()), Some(1));
+        for i in 0..100 {
+            remember_in(&mut list, past(1000 + i, &format!("rule-{i}")));
+        }
+        assert_eq!(list.len(), PAST_PER_ENTITY);
     }
 }

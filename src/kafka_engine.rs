@@ -283,6 +283,7 @@ impl KafkaEngine {
     ) -> anyhow::Result<()> {
         let mut last_commit = Instant::now();
         let mut last_maintenance = Instant::now();
+        let mut clock = causeway_engine::LogClock::default();
         while !cancel.is_cancelled() {
             if last_maintenance.elapsed() >= crate::app::MAINTENANCE_EVERY {
                 crate::app::maintain_history(&self.lock()?.engine, retention);
@@ -290,15 +291,17 @@ impl KafkaEngine {
             }
             let records = self
                 .consumer
-                .poll(4096, Duration::from_millis(250))
+                .poll(crate::app::POLL_MAX, Duration::from_millis(250))
                 .context("reading causeway.events")?;
             let now = ProcessingTime::now();
             let records = crate::app::positioned(records);
+            let behind = records.len() >= crate::app::POLL_MAX;
+            let log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
             let mut core = self.lock()?;
             core.enricher.observe(records.iter().map(|(_, e)| e));
             let out = core
                 .engine
-                .process(records, now)
+                .process(records, log_now)
                 .context("correlating events")?;
             core.emit(&out)?;
             core.emit_actions(&out, now)?;

@@ -26,4 +26,4 @@ pub use error::{Error, Result};
 pub use history::History;
 pub use operator::Operator;
 pub use sql::{HistoryReader, QueryLimits};
-pub use watermark::{SourceTiming, WatermarkConfig};
+pub use watermark::{LogClock, SourceTiming, WatermarkConfig};

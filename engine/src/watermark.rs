@@ -164,6 +164,45 @@ impl WatermarkTracker {
     }
 }
 
+/// The processing time the engine judges idleness by.
+///
+/// Live, that is the wall clock. While the engine works through a backlog (a big
+/// import, a restart after downtime) the wall clock runs ahead of the log: judged
+/// by it, a rare source would look idle between two of its events only because
+/// the engine is slow to reach the next one, and the watermark would leave its
+/// events behind as too late — more of them the slower the machine. So while
+/// behind, the clock is the newest arrival time of what the engine reads (when the
+/// log received it): never ahead of the wall clock, never going back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogClock {
+    last: Option<ProcessingTime>,
+}
+
+impl LogClock {
+    /// The time for a batch whose events arrived at `arrivals`; `behind` when the
+    /// read was cut at its size limit (more is waiting in the log).
+    pub fn now(
+        &mut self,
+        arrivals: impl IntoIterator<Item = ProcessingTime>,
+        behind: bool,
+        wall: ProcessingTime,
+    ) -> ProcessingTime {
+        let now = if behind {
+            let newest = arrivals.into_iter().max();
+            match (self.last, newest) {
+                (Some(last), Some(n)) => last.max(n.min(wall)),
+                (Some(last), None) => last,
+                (None, Some(n)) => n.min(wall),
+                (None, None) => wall,
+            }
+        } else {
+            wall.max(self.last.unwrap_or(ProcessingTime::MIN))
+        };
+        self.last = Some(now);
+        now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +238,32 @@ mod tests {
         let mut only_cost = WatermarkTracker::default();
         only_cost.observe("cost", at(10), now(0));
         assert_eq!(only_cost.watermark(&cfg, now(0)), Some(at(10)));
+    }
+    #[test]
+    fn behind_the_log_idleness_is_judged_by_arrival_not_by_the_wall_clock() {
+        let mut clock = LogClock::default();
+        // Caught up: the wall clock.
+        assert_eq!(clock.now([], false, now(10)), now(10));
+        // A backlog that arrived at 5..8 is read at wall 20..40: the clock stays
+        // at 10 (never back), so no source goes idle while the engine catches up.
+        assert_eq!(clock.now([now(5), now(8)], true, now(20)), now(10));
+        assert_eq!(clock.now([now(12)], true, now(30)), now(12));
+        // Never ahead of the wall clock, even if a sender's stamp is.
+        assert_eq!(clock.now([now(99)], true, now(40)), now(40));
+        // Caught up again: the wall clock, which lets silent sources go idle.
+        assert_eq!(clock.now([now(41)], false, now(41)), now(41));
+        let cfg = WatermarkConfig::default();
+        let mut w = WatermarkTracker::default();
+        let mut clock = LogClock::default();
+        let t = clock.now([now(0)], true, now(0));
+        w.observe("k8s_audit", at(100), t);
+        // 10 minutes of wall clock spent on alerts of the same import.
+        let t = clock.now([now(0)], true, now(600));
+        w.observe("alertmanager", at(1000), t);
+        assert_eq!(
+            w.watermark(&cfg, t),
+            Some(at(100).minus(cfg.timing("k8s_audit").delay)),
+            "the audit feed still holds the watermark"
+        );
     }
 }
