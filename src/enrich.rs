@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_rules::{Catalog, Event, EventKind, EventTime, IncidentVersion};
+use causeway_rules::{Catalog, Event, EventKind, EventTime, IncidentVersion, IndexedCatalog};
 use moka::sync::Cache;
 
 /// The facts of one change event, with what preceded it on the same subject.
@@ -202,6 +202,36 @@ struct Gathered {
     /// Cost rows linked to the incident: (event id, charge period start, amount).
     costs: Vec<(String, EventTime, f64)>,
     currency: Option<String>,
+    /// The enrichment last recorded, and what it was made from.
+    last: Option<(EnrichmentKey, Arc<str>)>,
+}
+
+impl Gathered {
+    /// What was gathered, in sizes: the sets only grow (to a cap) and the single
+    /// values are set once, so equal sizes mean equal contents.
+    fn fingerprint(&self) -> [usize; 8] {
+        [
+            self.alertnames.len(),
+            self.teams.len(),
+            self.runbook_urls.len(),
+            self.generator_urls.len(),
+            usize::from(self.external_url.is_some()),
+            usize::from(self.argocd_out_of_sync),
+            self.costs.len(),
+            usize::from(self.currency.is_some()),
+        ]
+    }
+}
+
+/// Everything an incident's enrichment is made from besides the catalog and the
+/// incident's identity: when it is unchanged from the previous version, so is
+/// the enrichment (most versions are one more alert of the same kind).
+#[derive(Debug, Clone, PartialEq)]
+struct EnrichmentKey {
+    gathered: [usize; 8],
+    root: Option<causeway_rules::EventId>,
+    root_known: bool,
+    similar: Vec<PastIncident>,
 }
 
 /// What one event contributes to the incidents it joins.
@@ -430,7 +460,7 @@ fn similar_in(list: &[PastIncident], incident: &IncidentVersion, n: usize) -> Ve
 /// incidents, from memory only (the caches above), so correlation never waits.
 #[derive(Clone)]
 pub(crate) struct IncidentEnricher {
-    catalog: Arc<Catalog>,
+    catalog: Arc<IndexedCatalog>,
     changes: ChangeIndex,
     /// What alerts and cost rows contribute, by event id (one lookup per edge).
     facts: Cache<String, Arc<EventFacts>>,
@@ -453,7 +483,7 @@ impl IncidentEnricher {
     pub(crate) fn new(catalog: Catalog, changes: ChangeIndex, similar: SimilarIndex) -> Self {
         let ttl = Duration::from_secs(7 * 24 * 3600);
         IncidentEnricher {
-            catalog: Arc::new(catalog),
+            catalog: Arc::new(IndexedCatalog::new(catalog)),
             changes,
             facts: Cache::builder()
                 .max_capacity(400_000)
@@ -577,6 +607,17 @@ impl IncidentEnricher {
         incident: &IncidentVersion,
         edges: &[&causeway_rules::IncidentEdge],
     ) -> serde_json::Value {
+        let text = self.enrichment_text(incident, edges);
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The enrichment of one incident version, as JSON text; the previous
+    /// version's text when nothing it is made from changed.
+    fn enrichment_text(
+        &self,
+        incident: &IncidentVersion,
+        edges: &[&causeway_rules::IncidentEdge],
+    ) -> Arc<str> {
         use serde_json::json;
         let gathered = self
             .gathered
@@ -633,6 +674,20 @@ impl IncidentEnricher {
         let root = incident
             .root_cause_event_id
             .and_then(|id| self.changes.get(&id.to_string()));
+        // This incident is a similar one for the next.
+        let key = EnrichmentKey {
+            gathered: g.fingerprint(),
+            root: incident.root_cause_event_id,
+            root_known: root.is_some(),
+            similar: self.similar.similar_then_remember(incident, 3),
+        };
+        // Cost figures also depend on other rows of the service: always fresh.
+        if g.costs.is_empty()
+            && let Some((last, text)) = &g.last
+            && *last == key
+        {
+            return text.clone();
+        }
         let change = root.as_ref().map(|c| {
             let attr = |k: &str| c.attributes.get(k).cloned();
             let human = attr("actor_type").as_deref() == Some("human");
@@ -672,10 +727,8 @@ impl IncidentEnricher {
                 .iter()
                 .find_map(|k| c.attributes.get(*k).cloned())
         });
-        // This incident is a similar one for the next.
-        let similar: Vec<serde_json::Value> = self
+        let similar: Vec<serde_json::Value> = key
             .similar
-            .similar_then_remember(incident, 3)
             .iter()
             .map(|p| {
                 json!({
@@ -690,7 +743,7 @@ impl IncidentEnricher {
                 })
             })
             .collect();
-        json!({
+        let value = json!({
             "service": service,
             "owner": {
                 "team": team,
@@ -712,7 +765,10 @@ impl IncidentEnricher {
                 ),
             },
             "similar": similar,
-        })
+        });
+        let text: Arc<str> = value.to_string().into();
+        g.last = Some((key, text.clone()));
+        text
     }
 }
 
@@ -722,7 +778,7 @@ impl causeway_engine::Enricher for IncidentEnricher {
         incident: &IncidentVersion,
         edges: &[&causeway_rules::IncidentEdge],
     ) -> Option<Arc<str>> {
-        Some(self.enrichment(incident, edges).to_string().into())
+        Some(self.enrichment_text(incident, edges))
     }
 }
 
@@ -966,5 +1022,51 @@ mod tests {
             remember_in(&mut list, past(1000 + i, &format!("rule-{i}")));
         }
         assert_eq!(list.len(), PAST_PER_ENTITY);
+    }
+    #[test]
+    fn an_unchanged_incident_reuses_its_enrichment_and_a_new_fact_renews_it() {
+        let enricher = IncidentEnricher::new(
+            Catalog::default(),
+            ChangeIndex::new(100, Duration::from_secs(60)),
+            SimilarIndex::new(100),
+        );
+        let ids: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|s| Event::derive_id("alertmanager", s, "firing"))
+            .collect();
+        enricher.observe(&[
+            alert(&ids[0], "checkout", &[("alertname", "HighLatency")]),
+            alert(&ids[1], "checkout", &[("alertname", "HighLatency")]),
+            alert(&ids[2], "checkout", &[("alertname", "ErrorBudgetBurn")]),
+        ]);
+        let mut inc = incident("inc_1", "alert-group", "checkout", None, 1);
+        let first = enricher.enrichment_text(&inc, &[&edge("inc_1", &ids[0])]);
+        inc.version = 2;
+        let same = enricher.enrichment_text(&inc, &[&edge("inc_1", &ids[1])]);
+        assert!(
+            Arc::ptr_eq(&first, &same),
+            "one more alert of the same kind"
+        );
+        inc.version = 3;
+        let renewed = enricher.enrichment_text(&inc, &[&edge("inc_1", &ids[2])]);
+        let v: serde_json::Value = serde_json::from_str(&renewed).expect("json");
+        assert_eq!(
+            v["alerts"],
+            serde_json::json!(["ErrorBudgetBurn", "HighLatency"])
+        );
+        // A similar incident appearing before it renews it too.
+        enricher.similar.remember(PastIncident {
+            incident_id: "inc_0".into(),
+            rule_id: "alert-group".into(),
+            entity: "checkout".into(),
+            title: "earlier".into(),
+            opened_at: EventTime::from_micros(0),
+            resolved_at: None,
+            actions: vec![],
+        });
+        inc.version = 4;
+        let with_similar = enricher.enrichment_text(&inc, &[]);
+        let v: serde_json::Value = serde_json::from_str(&with_similar).expect("json");
+        assert_eq!(v["similar"][0]["incident_id"], "inc_0");
     }
 }

@@ -244,6 +244,66 @@ impl Catalog {
     }
 }
 
+/// A catalog with its by-name lookups indexed, for paths that ask them for every
+/// event or incident version (a catalog of a few thousand services makes the
+/// linear scans of [`Catalog`] the top cost there). Answers exactly as the
+/// catalog does: the first service that claims an entity wins.
+#[derive(Debug, Clone)]
+pub struct IndexedCatalog {
+    catalog: Catalog,
+    by_entity: std::collections::HashMap<String, usize>,
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+impl IndexedCatalog {
+    pub fn new(catalog: Catalog) -> IndexedCatalog {
+        let mut by_entity = std::collections::HashMap::new();
+        let mut by_name = std::collections::HashMap::new();
+        for (i, s) in catalog.services.iter().enumerate() {
+            by_name.entry(s.name.clone()).or_insert(i);
+            for entity in std::iter::once(&s.name)
+                .chain(&s.workloads)
+                .chain(&s.argo_apps)
+                .chain(&s.resources)
+            {
+                by_entity.entry(entity.clone()).or_insert(i);
+            }
+        }
+        IndexedCatalog {
+            catalog,
+            by_entity,
+            by_name,
+        }
+    }
+
+    /// As [`Catalog::service_of`].
+    pub fn service_of(&self, entity: &str) -> String {
+        self.by_entity
+            .get(entity)
+            .and_then(|i| self.catalog.services.get(*i))
+            .map_or_else(|| entity.to_owned(), |s| s.name.clone())
+    }
+
+    /// As [`Catalog::service`].
+    pub fn service(&self, name: &str) -> Option<&ServiceEntry> {
+        self.by_name
+            .get(name)
+            .and_then(|i| self.catalog.services.get(*i))
+    }
+
+    /// As [`Catalog::namespace_of`].
+    pub fn namespace_of(&self, service: &str) -> Option<&str> {
+        self.service(service).and_then(|s| s.namespace.as_deref())
+    }
+}
+
+impl std::ops::Deref for IndexedCatalog {
+    type Target = Catalog;
+    fn deref(&self) -> &Catalog {
+        &self.catalog
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +393,44 @@ mod tests {
             "payments-api"
         );
         assert_eq!(c.cluster_for_environment("staging"), "staging");
+    }
+    #[test]
+    fn the_indexed_catalog_answers_as_the_catalog_does() {
+        let entry = |name: &str, workloads: &[&str], ns: Option<&str>| ServiceEntry {
+            name: name.into(),
+            namespace: ns.map(str::to_owned),
+            workloads: workloads.iter().map(|w| (*w).to_owned()).collect(),
+            ..ServiceEntry::default()
+        };
+        let catalog = Catalog {
+            services: vec![
+                entry("checkout", &["checkout-api", "shared-worker"], Some("shop")),
+                entry("billing", &["shared-worker", "checkout"], None),
+                entry("checkout", &[], Some("other")),
+            ],
+            ..Catalog::default()
+        };
+        let indexed = IndexedCatalog::new(catalog.clone());
+        for entity in [
+            "checkout",
+            "checkout-api",
+            "shared-worker",
+            "billing",
+            "unknown",
+        ] {
+            assert_eq!(
+                indexed.service_of(entity),
+                catalog.service_of(entity),
+                "{entity}"
+            );
+        }
+        for name in ["checkout", "billing", "unknown"] {
+            assert_eq!(indexed.service(name), catalog.service(name), "{name}");
+            assert_eq!(
+                indexed.namespace_of(name),
+                catalog.namespace_of(name),
+                "{name}"
+            );
+        }
     }
 }

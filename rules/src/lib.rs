@@ -15,7 +15,7 @@ pub mod rule;
 pub mod runbook;
 pub mod time;
 
-pub use catalog::{Catalog, ServiceEntry};
+pub use catalog::{Catalog, IndexedCatalog, ServiceEntry};
 pub use correlate::{
     Correlator, CorrelatorConfig, EdgeRole, EventRow, IncidentEdge, IncidentState, IncidentVersion,
     Matches, NoValues, Output, PushOutcome, RuleValues, Side, StateStats,
