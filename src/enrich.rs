@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_rules::{Catalog, Event, EventKind, EventTime, IncidentVersion, IndexedCatalog};
+use causeway_rules::{
+    Catalog, Event, EventId, EventKind, EventTime, IncidentVersion, IndexedCatalog,
+};
 use moka::sync::Cache;
 
 /// The facts of one change event, with what preceded it on the same subject.
@@ -42,7 +44,7 @@ struct Running {
 /// Bounded index of recent changes, by event id, and of what runs where.
 #[derive(Clone)]
 pub(crate) struct ChangeIndex {
-    changes: Cache<String, Arc<ChangeFacts>>,
+    changes: Cache<EventId, Arc<ChangeFacts>>,
     running: Cache<(String, String), Running>,
 }
 
@@ -114,13 +116,16 @@ impl ChangeIndex {
                 image,
             };
             self.running.insert(key, run);
-            self.changes.insert(e.id.clone(), Arc::new(facts));
+            if let Some(id) = EventId::parse(&e.id) {
+                self.changes.insert(id, Arc::new(facts));
+            }
         }
     }
 
     /// The facts of a change, if still known.
+    #[cfg(test)]
     pub(crate) fn get(&self, event_id: &str) -> Option<Arc<ChangeFacts>> {
-        self.changes.get(event_id)
+        EventId::parse(event_id).and_then(|id| self.changes.get(&id))
     }
 
     /// Runbook template variables for an incident: its service and namespace from
@@ -146,7 +151,7 @@ impl ChangeIndex {
         vars.insert("service".to_owned(), service);
         let root = incident
             .root_cause_event_id
-            .and_then(|id| self.get(&id.to_string()));
+            .and_then(|id| self.changes.get(&id));
         if let Some(root) = root {
             let attr = |k: &str| root.attributes.get(k).cloned();
             if let Some(ns) = attr("namespace") {
@@ -200,7 +205,7 @@ struct Gathered {
     external_url: Option<String>,
     argocd_out_of_sync: bool,
     /// Cost rows linked to the incident: (event id, charge period start, amount).
-    costs: Vec<(String, EventTime, f64)>,
+    costs: Vec<(EventId, EventTime, f64)>,
     currency: Option<String>,
     /// The enrichment last recorded, and what it was made from.
     last: Option<(EnrichmentKey, Arc<str>)>,
@@ -463,7 +468,7 @@ pub(crate) struct IncidentEnricher {
     catalog: Arc<IndexedCatalog>,
     changes: ChangeIndex,
     /// What alerts and cost rows contribute, by event id (one lookup per edge).
-    facts: Cache<String, Arc<EventFacts>>,
+    facts: Cache<EventId, Arc<EventFacts>>,
     gathered: Cache<Arc<str>, Arc<std::sync::Mutex<Gathered>>>,
     similar: SimilarIndex,
     /// Per service: (charge period start, amount), oldest first, bounded.
@@ -515,9 +520,12 @@ impl IncidentEnricher {
             if !interesting {
                 continue;
             }
+            let Some(id) = EventId::parse(&e.id) else {
+                continue;
+            };
             let label = |k: &str| e.attr(k).map(str::to_owned);
             self.facts.insert(
-                e.id.clone(),
+                id,
                 Arc::new(EventFacts::Alert(AlertFacts {
                     alertname: label("alertname")
                         .or_else(|| (e.source == "argocd").then(|| "ArgoCDOutOfSync".to_owned())),
@@ -549,8 +557,11 @@ impl IncidentEnricher {
             history.remove(0);
         }
         self.cost_history.insert(service, Arc::new(history));
+        let Some(id) = EventId::parse(&e.id) else {
+            return;
+        };
         self.facts.insert(
-            e.id.clone(),
+            id,
             Arc::new(EventFacts::Cost(CostRow {
                 time: e.time,
                 amount,
@@ -625,7 +636,7 @@ impl IncidentEnricher {
         // Held to the end: this incident's versions are enriched one at a time.
         let mut g = gathered.lock().unwrap_or_else(|p| p.into_inner());
         for edge in edges {
-            let id = edge.event_id.to_string();
+            let id = edge.event_id;
             let Some(facts) = self.facts.get(&id) else {
                 continue;
             };
@@ -673,7 +684,7 @@ impl IncidentEnricher {
         let argo_app = entry.and_then(|s| s.argo_apps.first().cloned());
         let root = incident
             .root_cause_event_id
-            .and_then(|id| self.changes.get(&id.to_string()));
+            .and_then(|id| self.changes.changes.get(&id));
         // This incident is a similar one for the next.
         let key = EnrichmentKey {
             gathered: g.fingerprint(),
@@ -812,16 +823,17 @@ mod tests {
     #[test]
     fn a_deploy_knows_the_revision_it_replaced_across_progress_reports() {
         let index = ChangeIndex::new(100, Duration::from_secs(3600));
+        let id = |n: &str| Event::derive_id("github", n, "success");
         index.observe(&[
-            deploy("e1", "aaa", "success"),
-            deploy("e2", "bbb", "in_progress"),
-            deploy("e3", "bbb", "success"),
+            deploy(&id("1"), "aaa", "success"),
+            deploy(&id("2"), "bbb", "in_progress"),
+            deploy(&id("3"), "bbb", "success"),
         ]);
-        let facts = index.get("e3").expect("known");
+        let facts = index.get(&id("3")).expect("known");
         assert_eq!(facts.revision.as_deref(), Some("bbb"));
         assert_eq!(facts.previous_revision.as_deref(), Some("aaa"));
         assert_eq!(
-            index.get("e1").expect("known").previous_revision,
+            index.get(&id("1")).expect("known").previous_revision,
             None,
             "nothing ran before the first deploy we saw"
         );
@@ -980,13 +992,15 @@ mod tests {
     fn the_index_stays_bounded_under_many_distinct_services() {
         let index = ChangeIndex::new(1_000, Duration::from_secs(3600));
         for i in 0..20_000 {
-            let mut e = deploy(&format!("e{i}"), &format!("sha{i}"), "success");
+            let id = Event::derive_id("github", &i.to_string(), "success");
+            let mut e = deploy(&id, &format!("sha{i}"), "success");
             e.entity = format!("svc-{i}");
             index.observe(&[e]);
         }
         index.changes.run_pending_tasks();
         index.running.run_pending_tasks();
         assert!(index.changes.entry_count() <= 1_000);
+        assert!(index.changes.entry_count() > 0, "changes were kept");
         assert!(index.running.entry_count() <= 1_000);
     }
     #[test]
