@@ -259,25 +259,6 @@ const COST_ROWS_PER_SERVICE: usize = 200;
 /// Cost rows one incident keeps.
 const COST_ROWS_PER_INCIDENT: usize = 500;
 
-/// The caches every incident version reads (per version and per edge):
-/// quick_cache, whose lookups cost a fraction of moka's here (moka's were the top
-/// cost of the import profile); bounded in entries, the least used going first.
-/// moka stays where a time to live matters and lookups are rare: the change
-/// index, the cost history.
-type HotCache<K, V> = quick_cache::sync::Cache<K, V>;
-
-/// The value under `key`, a default one inserted if absent.
-fn get_or_default<K, V>(cache: &HotCache<K, V>, key: &K) -> V
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Clone + Default,
-{
-    match cache.get_or_insert_with(key, || Ok::<V, std::convert::Infallible>(V::default())) {
-        Ok(v) => v,
-        Err(never) => match never {},
-    }
-}
-
 /// Caps on what one incident keeps: enough to act on, bounded.
 const MAX_LISTED: usize = 5;
 
@@ -307,7 +288,7 @@ type EntityPast = Arc<std::sync::Mutex<Vec<PastIncident>>>;
 /// what it remembers of the incident changed.
 #[derive(Clone)]
 pub(crate) struct SimilarIndex {
-    by_entity: Arc<HotCache<Arc<str>, EntityPast>>,
+    by_entity: Cache<Arc<str>, EntityPast>,
 }
 
 /// Past incidents kept per (rule, entity).
@@ -318,9 +299,7 @@ const PAST_PER_ENTITY: usize = 40;
 impl SimilarIndex {
     pub(crate) fn new(capacity: u64) -> SimilarIndex {
         SimilarIndex {
-            by_entity: Arc::new(HotCache::new(
-                usize::try_from(capacity).unwrap_or(usize::MAX),
-            )),
+            by_entity: Cache::builder().max_capacity(capacity).build(),
         }
     }
 
@@ -381,7 +360,9 @@ impl SimilarIndex {
 
     /// Adds or updates one incident.
     pub(crate) fn remember(&self, past: PastIncident) {
-        let list = get_or_default(&self.by_entity, &past.entity);
+        let list = self
+            .by_entity
+            .get_with_by_ref(&past.entity, Default::default);
         let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
         remember_in(&mut list, past);
     }
@@ -400,7 +381,9 @@ impl SimilarIndex {
     /// Finds the similar incidents of `incident`, then remembers it for the next
     /// ones (one lookup for both: this runs for every incident version).
     fn similar_then_remember(&self, incident: &IncidentVersion, n: usize) -> Vec<PastIncident> {
-        let list = get_or_default(&self.by_entity, &incident.entity);
+        let list = self
+            .by_entity
+            .get_with_by_ref(&incident.entity, Default::default);
         let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
         let found = similar_in(&list, incident, n);
         if incident.merged_into.is_none() {
@@ -485,8 +468,8 @@ pub(crate) struct IncidentEnricher {
     catalog: Arc<IndexedCatalog>,
     changes: ChangeIndex,
     /// What alerts and cost rows contribute, by event id (one lookup per edge).
-    facts: Arc<HotCache<EventId, Arc<EventFacts>>>,
-    gathered: Arc<HotCache<Arc<str>, Arc<std::sync::Mutex<Gathered>>>>,
+    facts: Cache<EventId, Arc<EventFacts>>,
+    gathered: Cache<Arc<str>, Arc<std::sync::Mutex<Gathered>>>,
     similar: SimilarIndex,
     /// Per service: (charge period start, amount), oldest first, bounded.
     cost_history: Cache<String, Arc<Vec<(EventTime, f64)>>>,
@@ -495,8 +478,8 @@ pub(crate) struct IncidentEnricher {
 impl std::fmt::Debug for IncidentEnricher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IncidentEnricher")
-            .field("facts", &self.facts.len())
-            .field("incidents", &self.gathered.len())
+            .field("facts", &self.facts.entry_count())
+            .field("incidents", &self.gathered.entry_count())
             .finish()
     }
 }
@@ -507,8 +490,14 @@ impl IncidentEnricher {
         IncidentEnricher {
             catalog: Arc::new(IndexedCatalog::new(catalog)),
             changes,
-            facts: Arc::new(HotCache::new(400_000)),
-            gathered: Arc::new(HotCache::new(100_000)),
+            facts: Cache::builder()
+                .max_capacity(400_000)
+                .time_to_live(ttl)
+                .build(),
+            gathered: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
             similar,
             cost_history: Cache::builder()
                 .max_capacity(10_000)
@@ -641,7 +630,9 @@ impl IncidentEnricher {
         edges: &[&causeway_rules::IncidentEdge],
     ) -> Arc<str> {
         use serde_json::json;
-        let gathered = get_or_default(&self.gathered, &incident.incident_id);
+        let gathered = self
+            .gathered
+            .get_with(incident.incident_id.clone(), Default::default);
         // Held to the end: this incident's versions are enriched one at a time.
         let mut g = gathered.lock().unwrap_or_else(|p| p.into_inner());
         for edge in edges {
