@@ -4,7 +4,8 @@
 //! delay; the engine's watermark is the minimum over sources that spoke within the
 //! idle timeout, so a silent feed never stalls alerts. When every source is idle,
 //! the watermark moves to the latest event time seen, so nothing waits forever.
-//! Processing time is used only to judge idleness.
+//! Processing time is used only to judge idleness, and while the engine is behind
+//! the log it is the log's arrival time, not the wall clock ([`LogClock`]).
 //!
 //! A source that is late by nature (cost records arrive hours or a day after the
 //! usage they bill) does not drive the watermark at all: its events are always
