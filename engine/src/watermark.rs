@@ -61,13 +61,15 @@ impl Default for WatermarkConfig {
             allowed_lateness: Duration::from_secs(late),
             drives_watermark: true,
         };
-        // Seconds for alerts, minutes for audit logs and CloudTrail (delivered in
-        // batches every few minutes), hours for cost.
+        // Seconds of delay for alerts, minutes for audit logs and CloudTrail
+        // (delivered in batches every few minutes), hours for cost. Alerts may
+        // still be 10 minutes late: Alertmanager sends a resolution at the next
+        // `group_interval` (5 minutes by default) after it ends.
         WatermarkConfig {
             idle_timeout: Duration::from_secs(2),
             default: s(10, 600),
             sources: [
-                ("alertmanager".to_owned(), s(5, 120)),
+                ("alertmanager".to_owned(), s(5, 600)),
                 ("github".to_owned(), s(30, 3600)),
                 ("argocd".to_owned(), s(10, 600)),
                 ("k8s_audit".to_owned(), s(10, 600)),
