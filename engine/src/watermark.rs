@@ -242,6 +242,7 @@ mod tests {
         only_cost.observe("cost", at(10), now(0));
         assert_eq!(only_cost.watermark(&cfg, now(0)), Some(at(10)));
     }
+
     #[test]
     fn behind_the_log_idleness_is_judged_by_arrival_not_by_the_wall_clock() {
         let mut clock = LogClock::default();
