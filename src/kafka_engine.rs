@@ -95,14 +95,11 @@ pub(crate) fn incident_message(
 impl Core {
     /// Queues the output's incident versions and late events.
     fn emit(&mut self, out: &EngineOutput) -> anyhow::Result<()> {
-        let mut evidence: HashMap<&str, Vec<&IncidentEdge>> = HashMap::new();
-        for e in &out.edges {
-            evidence.entry(&*e.incident_id).or_default().push(e);
-        }
-        for (i, v) in out.incidents.iter().enumerate() {
-            let edges = evidence.get(&*v.incident_id).map_or(&[][..], Vec::as_slice);
+        // Each version carries the evidence it added, not that of later versions
+        // cut in the same output: a re-emitted version must equal the original.
+        for (i, (v, edges)) in out.incidents.iter().zip(out.edges_by_version()).enumerate() {
             let enrichment = out.enrichment.get(i).and_then(|e| e.as_deref());
-            let body = serde_json::to_vec(&incident_message(v, edges, enrichment))?;
+            let body = serde_json::to_vec(&incident_message(v, &edges, enrichment))?;
             self.sink
                 .send("incidents", &self.incidents_topic, &v.incident_id, &body)?;
         }

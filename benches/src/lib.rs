@@ -187,8 +187,11 @@ struct Gen<'a> {
     w: &'a Workload,
     rng: Rng,
     out: Vec<Event>,
-    /// Firing noise alerts: (event index, resolve at).
+    /// Firing alerts: (event index, resolve at).
     firing: Vec<(usize, i64)>,
+    /// The same, by end time: each is resolved one `group_interval` after its end
+    /// at the latest, as Alertmanager does.
+    due: std::collections::BTreeSet<(i64, usize)>,
     /// Entities that carry a scenario until this time: noise stays off them, so
     /// ground truth is unambiguous.
     busy: BTreeMap<(usize, usize), i64>,
@@ -198,6 +201,9 @@ struct Gen<'a> {
 
 const START: i64 = 1_714_557_600_000_000;
 const SEC: i64 = 1_000_000;
+/// Alertmanager's default `group_interval`: a resolution goes out at the next one
+/// after the alert ends.
+const GROUP_INTERVAL: i64 = 300 * SEC;
 
 impl Gen<'_> {
     fn next_id(&mut self) -> u64 {
@@ -320,7 +326,7 @@ impl Gen<'_> {
                     let at = t + (k + 1) * min + self.rng.below(60) as i64 * SEC;
                     let sym = SYMPTOMS[self.rng.below(3) as usize];
                     let i = self.alert(at, c, &name, sym, Severity::Critical);
-                    self.firing.push((i, at + 20 * min));
+                    self.fire(i, at + 20 * min);
                 }
                 root
             }
@@ -348,7 +354,7 @@ impl Gen<'_> {
                     &[("app", &name)],
                 );
                 let i = self.alert(t + 3 * min, c, &name, "HighErrorRate", Severity::Critical);
-                self.firing.push((i, t + 25 * min));
+                self.fire(i, t + 25 * min);
                 root
             }
             Scenario::LimitsCrashloop => {
@@ -420,7 +426,7 @@ impl Gen<'_> {
                     "PaymentAuthFailures",
                     Severity::Critical,
                 );
-                self.firing.push((i, t + 15 * min));
+                self.fire(i, t + 15 * min);
                 root
             }
             Scenario::ConfigChange => {
@@ -440,7 +446,7 @@ impl Gen<'_> {
                     ],
                 );
                 let i = self.alert(t + 2 * min, c, &name, "HighErrorRate", Severity::Critical);
-                self.firing.push((i, t + 12 * min));
+                self.fire(i, t + 12 * min);
                 root
             }
             Scenario::ExecRuntime => {
@@ -466,7 +472,7 @@ impl Gen<'_> {
                     format!("Terminal shell in container {name}"),
                     &[("alertname", "FalcoAlert"), ("source", "falco")],
                 );
-                self.firing.push((i, t + 10 * min));
+                self.fire(i, t + 10 * min);
                 root
             }
         };
@@ -526,8 +532,46 @@ impl Gen<'_> {
             };
             let i = self.alert(t, c, &name, alert, sev);
             let lasts = self.rng.exp(600.0) as i64 * SEC;
-            self.firing.push((i, t + lasts));
+            self.fire(i, t + lasts);
         }
+    }
+
+    fn fire(&mut self, i: usize, until: i64) {
+        self.firing.push((i, until));
+        self.due.insert((until, i));
+    }
+
+    /// Resolves the alert that ended longest ago if a `group_interval` has passed
+    /// since its end; whether it did.
+    fn resolve_due(&mut self, t: i64) -> bool {
+        let Some(&(until, i)) = self.due.first() else {
+            return false;
+        };
+        if until + GROUP_INTERVAL > t {
+            return false;
+        }
+        match self.firing.iter().position(|(j, _)| *j == i) {
+            Some(k) => {
+                self.resolve(k, t);
+                true
+            }
+            None => {
+                self.due.remove(&(until, i));
+                false
+            }
+        }
+    }
+
+    fn resolve(&mut self, k: usize, t: i64) {
+        let (i, until) = self.firing.swap_remove(k);
+        self.due.remove(&(until, i));
+        // Resolution: same identity, status resolved, at its end.
+        let mut e = self.out[i].clone();
+        e.status = "resolved".into();
+        e.id = Event::derive_id(&e.source, &e.source_event_id, "resolved");
+        e.time = EventTime::from_micros(until.max(e.time.as_micros()));
+        e.ingested_at = ProcessingTime::from_micros(t);
+        self.out.push(e);
     }
 
     fn resend_or_resolve(&mut self, t: i64) -> bool {
@@ -536,18 +580,11 @@ impl Gen<'_> {
         }
         let k = self.rng.below(self.firing.len() as u64) as usize;
         let (i, until) = self.firing[k];
-        let original = self.out[i].clone();
         if until <= t {
-            // Resolution: same identity, status resolved, at its end.
-            self.firing.swap_remove(k);
-            let mut e = original;
-            e.status = "resolved".into();
-            e.id = Event::derive_id(&e.source, &e.source_event_id, "resolved");
-            e.time = EventTime::from_micros(until.max(e.time.as_micros()));
-            e.ingested_at = ProcessingTime::from_micros(t);
-            self.out.push(e);
+            self.resolve(k, t);
         } else {
-            let mut e = original;
+            // A re-send keeps the first delivery's identity.
+            let mut e = self.out[i].clone();
             e.ingested_at = ProcessingTime::from_micros(t);
             self.out.push(e);
         }
@@ -562,6 +599,7 @@ pub fn generate_with_truth(w: &Workload) -> Generated {
         rng: Rng::new(w.seed),
         out: Vec::with_capacity(w.events + 16),
         firing: Vec::new(),
+        due: std::collections::BTreeSet::new(),
         busy: BTreeMap::new(),
         scenarios: Vec::new(),
         seq: 0,
@@ -570,8 +608,9 @@ pub fn generate_with_truth(w: &Workload) -> Generated {
     let mut t = START;
     while g.out.len() < w.events {
         t += g.rng.exp(mean_gap) as i64;
-        // Resolutions that are due come out in time.
-        if g.rng.chance(w.resend_ratio) && g.resend_or_resolve(t) {
+        // Resolutions that are due come out in time: at a re-send that finds the
+        // alert ended, or one group interval after its end at the latest.
+        if g.resolve_due(t) || (g.rng.chance(w.resend_ratio) && g.resend_or_resolve(t)) {
             continue;
         }
         let per_moment = 1.0 / 3600.0 / w.rate.max(1e-3);

@@ -76,6 +76,8 @@ pub struct EngineOutput {
     pub too_late: Vec<Event>,
     /// The enrichment of `incidents[i]`, as recorded (JSON), when an enricher is set.
     pub enrichment: Vec<Option<Arc<str>>>,
+    /// Where each version was cut in `edges` (see `causeway_rules::Output`).
+    pub edge_marks: Vec<usize>,
 }
 
 /// Adds what a responder needs to an incident version before it is recorded and
@@ -89,15 +91,26 @@ pub trait Enricher: Send + Sync + std::fmt::Debug {
 
 impl EngineOutput {
     fn absorb(&mut self, out: Output, enrichment: Vec<Option<Arc<str>>>) {
+        let offset = self.edges.len();
         self.incidents.extend(out.incidents);
         self.edges.extend(out.edges);
+        self.edge_marks
+            .extend(out.edge_marks.into_iter().map(|m| m + offset));
         self.enrichment.extend(enrichment);
+    }
+
+    /// The evidence new in each of `incidents`, in order.
+    pub fn edges_by_version(&self) -> Vec<Vec<&IncidentEdge>> {
+        causeway_rules::edges_per_version(&self.incidents, &self.edges, &self.edge_marks)
     }
 
     /// Appends another output.
     pub fn extend(&mut self, other: EngineOutput) {
+        let offset = self.edges.len();
         self.incidents.extend(other.incidents);
         self.edges.extend(other.edges);
+        self.edge_marks
+            .extend(other.edge_marks.into_iter().map(|m| m + offset));
         self.too_late.extend(other.too_late);
         self.enrichment.extend(other.enrichment);
     }
@@ -582,19 +595,11 @@ impl Engine {
         if !out.incidents.is_empty() {
             metrics::INCIDENT_VERSIONS.inc_by(out.incidents.len() as u64);
             if let Some(enricher) = &self.enricher {
-                let mut by_incident: BTreeMap<&str, Vec<&IncidentEdge>> = BTreeMap::new();
-                for e in &out.edges {
-                    by_incident.entry(&*e.incident_id).or_default().push(e);
-                }
                 enrichment = out
                     .incidents
                     .iter()
-                    .map(|v| {
-                        let edges = by_incident
-                            .get(&*v.incident_id)
-                            .map_or(&[][..], Vec::as_slice);
-                        enricher.enrich(v, edges)
-                    })
+                    .zip(out.edges_by_version())
+                    .map(|(v, edges)| enricher.enrich(v, &edges))
                     .collect();
             }
             self.history.append(

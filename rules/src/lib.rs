@@ -18,7 +18,7 @@ pub mod time;
 pub use catalog::{Catalog, IndexedCatalog, ServiceEntry};
 pub use correlate::{
     Correlator, CorrelatorConfig, EdgeRole, EventRow, IncidentEdge, IncidentState, IncidentVersion,
-    Matches, NoValues, Output, PushOutcome, RuleValues, Side, StateStats,
+    Matches, NoValues, Output, PushOutcome, RuleValues, Side, StateStats, edges_per_version,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind, Severity};

@@ -286,13 +286,25 @@ pub struct IncidentEdge {
 pub struct Output {
     pub incidents: Vec<IncidentVersion>,
     pub edges: Vec<IncidentEdge>,
+    /// For each of `incidents`, how many of `edges` had been produced when that
+    /// version was cut: a version's evidence is its incident's edges before its
+    /// mark and after its previous version's ([`edges_per_version`]).
+    pub edge_marks: Vec<usize>,
 }
 
 impl Output {
     /// Appends another output.
     pub fn extend(&mut self, other: Output) {
+        let offset = self.edges.len();
         self.incidents.extend(other.incidents);
         self.edges.extend(other.edges);
+        self.edge_marks
+            .extend(other.edge_marks.into_iter().map(|m| m + offset));
+    }
+
+    /// The evidence new in each of `incidents`, in order.
+    pub fn edges_by_version(&self) -> Vec<Vec<&IncidentEdge>> {
+        edges_per_version(&self.incidents, &self.edges, &self.edge_marks)
     }
 
     /// Whether nothing was produced.
@@ -342,4 +354,46 @@ impl StateStats {
     pub fn buffered(&self) -> usize {
         self.pending + self.causes + self.effects
     }
+}
+
+/// The evidence new in each version of `incidents`: the edges of its incident
+/// produced before its mark and after the previous version of the same incident
+/// in this output. Edges produced after an incident's last version here go with
+/// that last version; without marks, every version gets all its incident's edges.
+pub fn edges_per_version<'a>(
+    incidents: &[IncidentVersion],
+    edges: &'a [IncidentEdge],
+    marks: &[usize],
+) -> Vec<Vec<&'a IncidentEdge>> {
+    let mut by_incident: std::collections::HashMap<&str, Vec<(usize, &IncidentEdge)>> =
+        std::collections::HashMap::new();
+    for (i, e) in edges.iter().enumerate() {
+        by_incident.entry(&*e.incident_id).or_default().push((i, e));
+    }
+    let mut last_version: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (k, v) in incidents.iter().enumerate() {
+        last_version.insert(&*v.incident_id, k);
+    }
+    let mut taken: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    incidents
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            let id = &*v.incident_id;
+            let Some(list) = by_incident.get(id) else {
+                return Vec::new();
+            };
+            let Some(&mark) = marks.get(k) else {
+                return list.iter().map(|(_, e)| *e).collect();
+            };
+            let from = taken.get(id).copied().unwrap_or(0);
+            let to = if last_version.get(id) == Some(&k) {
+                list.len()
+            } else {
+                from + list[from..].partition_point(|(i, _)| *i < mark)
+            };
+            taken.insert(id, to);
+            list[from..to].iter().map(|(_, e)| *e).collect()
+        })
+        .collect()
 }

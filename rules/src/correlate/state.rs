@@ -2253,6 +2253,7 @@ impl Correlator {
                 inc.title = template.render(inc, &rule_id).into();
                 inc.title_stale = false;
             }
+            out.edge_marks.push(out.edges.len());
             out.incidents.push(IncidentVersion {
                 incident_id: inc.id.clone(),
                 version: inc.version,

@@ -1005,3 +1005,58 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn each_version_carries_only_the_evidence_it_added() {
+    let version = |id: &str, v: u32| IncidentVersion {
+        incident_id: id.into(),
+        version: v,
+        state: IncidentState::Open,
+        title: "t".into(),
+        severity: Severity::Warning,
+        rule_id: "r".into(),
+        rule_version: 1,
+        scope: "s".into(),
+        entity: "e".into(),
+        root_cause_event_id: None,
+        opened_at: EventTime::from_micros(0),
+        updated_at: EventTime::from_micros(0),
+        resolved_at: None,
+        event_count: 1,
+        merged_into: None,
+    };
+    let edge = |id: &str, n: u64| IncidentEdge {
+        incident_id: id.into(),
+        event_id: EventId::parse(&format!("evt_{n:032x}")).expect("id"),
+        role: EdgeRole::Effect,
+        linked_by: "r".into(),
+        rule_version: 1,
+        cause_event_id: None,
+        lag_seconds: 0.0,
+        join_key: "s/e".into(),
+        time: EventTime::from_micros(0),
+    };
+    // a: edges 1, 2 → v1; b: edge 3 → v1; a: edge 4 → v2; a: edge 5 after its last version.
+    let mut out = Output::default();
+    out.edges.extend([edge("a", 1), edge("a", 2), edge("b", 3)]);
+    out.edge_marks.extend([3, 3]);
+    out.incidents.extend([version("a", 1), version("b", 1)]);
+    out.edges.push(edge("a", 4));
+    out.edge_marks.push(4);
+    out.incidents.push(version("a", 2));
+    out.edges.push(edge("a", 5));
+    // Appending keeps the marks pointing at the same edges.
+    let mut all = Output::default();
+    all.edges.push(edge("c", 9));
+    all.extend(out);
+    let ids: Vec<Vec<String>> = all
+        .edges_by_version()
+        .iter()
+        .map(|es| es.iter().map(|e| e.event_id.to_string()).collect())
+        .collect();
+    let id = |n: u64| format!("evt_{n:032x}");
+    assert_eq!(
+        ids,
+        vec![vec![id(1), id(2)], vec![id(3)], vec![id(4), id(5)]]
+    );
+}
