@@ -77,6 +77,11 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         } else {
             PartitionStateMode::Local
         },
+        history: config
+            .history
+            .spec()
+            .map(crate::config::connect_history)
+            .transpose()?,
     })
     .context("cannot open the engine")?;
     let reader = HistoryReader::live(engine.history())

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use causeway_engine::{QueryLimits, WatermarkConfig};
+use causeway_engine::{
+    HistoryLocation, ObjectHistory, ObjectStoreSpec, QueryLimits, WatermarkConfig,
+};
 use causeway_rules::{Catalog, CorrelatorConfig, RulePack};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Yaml};
@@ -32,6 +34,52 @@ pub(crate) struct Config {
     /// Runbook triggering: the kill switch and webhook delivery.
     #[serde(default)]
     pub(crate) runbooks: RunbooksConfig,
+    /// Where the Parquet history is kept.
+    #[serde(default)]
+    pub(crate) history: HistoryConfig,
+}
+
+/// `history:` — where the Parquet history lives. Unset: `<data_dir>/history`.
+/// With `url: s3://bucket/prefix` the files go to an S3-compatible store
+/// (credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+/// `AWS_SESSION_TOKEN`; endpoint and region from `AWS_ENDPOINT` / `AWS_REGION` or
+/// `options`). The engine checkpoint stays in the data dir, which remembers the
+/// URL: `causeway sql` and `causeway replay` on that data dir find the history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HistoryConfig {
+    pub(crate) url: Option<String>,
+    /// Client settings (`endpoint`, `region`, `allow_http`, …); never credentials.
+    pub(crate) options: std::collections::BTreeMap<String, String>,
+}
+
+impl HistoryConfig {
+    /// The object store to keep the history in, if one is configured.
+    pub(crate) fn spec(&self) -> Option<ObjectStoreSpec> {
+        self.url.as_ref().map(|url| ObjectStoreSpec {
+            url: url.clone(),
+            options: self.options.clone(),
+        })
+    }
+}
+
+/// The history location for `spec`, with its S3 client.
+pub(crate) fn connect_history(spec: ObjectStoreSpec) -> anyhow::Result<HistoryLocation> {
+    let store = causeway_connectors::object_store::s3_store(&spec.url, &spec.options)?;
+    Ok(HistoryLocation::Object(ObjectHistory::new(spec, store)?))
+}
+
+/// A reader of a data dir's committed history, wherever its files are (the data
+/// dir records an object-store location when it has one).
+pub(crate) fn data_dir_reader(data_dir: &Path) -> anyhow::Result<causeway_engine::HistoryReader> {
+    Ok(
+        match causeway_engine::driver::stored_history_location(data_dir)? {
+            Some(spec) => {
+                causeway_engine::HistoryReader::from_data_dir_at(data_dir, connect_history(spec)?)?
+            }
+            None => causeway_engine::HistoryReader::from_data_dir(data_dir)?,
+        },
+    )
 }
 
 /// `runbooks:` — the global kill switch and how webhooks are delivered. Runbooks
@@ -438,6 +486,7 @@ impl Default for Config {
                 pg_password_file: None,
             },
             kafka: KafkaConfig::default(),
+            history: HistoryConfig::default(),
             catalog: Catalog {
                 default_cluster: "default".into(),
                 ..Catalog::default()
@@ -524,6 +573,11 @@ impl Config {
         }
         if self.engine.effect_retention.is_zero() {
             bail!("engine.effect_retention: must be longer than zero");
+        }
+        if let Some(spec) = self.history.spec() {
+            spec.parse().context("history.url")?;
+            causeway_connectors::object_store::s3_store(&spec.url, &spec.options)
+                .context("history.options")?;
         }
         // Predicates are compiled now, so a bad rule fails here and not at first event.
         let rules = load_rules(self.engine.rules_dir.as_deref())?;

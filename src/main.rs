@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use causeway_engine::HistoryReader;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -437,7 +436,7 @@ async fn sql(
                     data_dir.display()
                 );
             }
-            let reader = HistoryReader::from_data_dir(data_dir)?;
+            let reader = config::data_dir_reader(data_dir)?;
             let limits = Config::default().query_limits();
             let result = reader.query(query, limits).await?;
             match format {

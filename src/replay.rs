@@ -138,7 +138,7 @@ async fn replay_enricher(
 ) -> IncidentEnricher {
     let similar = SimilarIndex::new(100_000);
     if data_dir.exists()
-        && let Ok(reader) = HistoryReader::from_data_dir(data_dir)
+        && let Ok(reader) = crate::config::data_dir_reader(data_dir)
         && let Err(error) = similar
             .load(&reader, Duration::from_secs(30 * 24 * 3600), 50_000)
             .await
@@ -290,8 +290,10 @@ async fn read_events(
 
 /// A reader over a data dir (committed history) or a bare history directory.
 fn history_reader(dir: &Path) -> anyhow::Result<HistoryReader> {
-    if dir.join("history").is_dir() {
-        return Ok(HistoryReader::from_data_dir(dir)?);
+    if dir.join("history").is_dir()
+        || causeway_engine::driver::stored_history_location(dir)?.is_some()
+    {
+        return crate::config::data_dir_reader(dir);
     }
     if dir.join("events").is_dir() {
         return Ok(HistoryReader::from_history_dir(dir)?);

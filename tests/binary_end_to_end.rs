@@ -310,6 +310,27 @@ fn validate_config_reports_bad_files_with_a_non_zero_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen"), "{err}");
 
+    // A history URL of an unsupported scheme, or a credential in the saved
+    // options, names the key and what to do instead.
+    for (history, want) in [
+        ("{url: gs://bucket/p}", "history.url"),
+        (
+            "{url: s3://bucket/p, options: {secret_access_key: x}}",
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+        ("{url: s3://bucket/p, options: {colour: blue}}", "colour"),
+    ] {
+        std::fs::write(&bad, format!("version: 1\nhistory: {history}\n")).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["validate-config"])
+            .arg(&bad)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{history}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{history}: {err}");
+    }
+
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, "version: 1\nengine:\n  group_interval: 10m\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_causeway"))

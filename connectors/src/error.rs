@@ -40,6 +40,8 @@ pub enum Error {
         reason: String,
     },
     /// An outbound HTTP request failed.
+    #[error("object store {url}: {reason}")]
+    ObjectStore { url: String, reason: String },
     #[error("http request to {url} failed: {reason}")]
     Http { url: String, reason: String },
 }

@@ -12,6 +12,7 @@ pub mod eventlog;
 pub mod import;
 pub mod kafka;
 pub mod metrics;
+pub mod object_store;
 pub mod receiver;
 pub mod webhook;
 

@@ -6,6 +6,8 @@
 # - tansu, the Kafka-protocol broker the Kafka tests start through
 #   deploy/dev/kafka.sh (built from crates.io once: about 20 minutes cold);
 # - confluent-kafka from PyPI, the external client the tests read topics with;
+# - moto[server] from PyPI, the S3-compatible server deploy/dev/s3.sh starts for
+#   the object-store history test;
 # - psql (Debian's postgresql-client), the client the Postgres wire tests drive.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +18,7 @@ if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
   echo "test.sh: installing confluent-kafka (PyPI)" >&2
   python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka>=2.3,<3'
 fi
+deploy/dev/s3.sh install
 if ! command -v psql >/dev/null 2>&1; then
   echo "test.sh: installing postgresql-client (Debian), for psql" >&2
   sudo=""

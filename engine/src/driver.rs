@@ -32,9 +32,10 @@ use causeway_rules::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::history::{History, sync_dir};
+use crate::history::History;
 use crate::operator::{BatchView, advance_from_clocks, push_rows};
 use crate::predicate::CompiledRules;
+use crate::store::{HistoryLocation, ObjectStoreSpec, sync_dir};
 use crate::watermark::{WatermarkConfig, WatermarkTracker};
 use crate::{Error, Result, metrics, schema};
 
@@ -64,6 +65,8 @@ pub struct EngineOptions {
     pub correlator: CorrelatorConfig,
     pub watermark: WatermarkConfig,
     pub partition_state: PartitionStateMode,
+    /// Where the history's Parquet files go: `<data_dir>/history` when `None`.
+    pub history: Option<HistoryLocation>,
 }
 
 /// What processing produced: incident versions and their evidence (already in the
@@ -188,6 +191,94 @@ fn checkpoint_path(data_dir: &Path) -> PathBuf {
     data_dir.join("engine").join("checkpoint.bin")
 }
 
+/// The file in a data dir naming the object store its history is in (absent for
+/// a history under `<data_dir>/history`).
+fn location_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("engine").join("history-location.json")
+}
+
+/// The object store a data dir's history is in, as the engine that wrote it
+/// recorded; `None` for a history under `<data_dir>/history`.
+pub fn stored_history_location(data_dir: &Path) -> Result<Option<ObjectStoreSpec>> {
+    let path = location_path(data_dir);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Checkpoint {
+                path,
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path)(e)),
+    }
+}
+
+/// Checks that `wanted` is where this data dir's history already is, and records
+/// an object-store location before anything is committed there. A data dir's
+/// checkpoint counts commits of one history: pointing it elsewhere would lose
+/// that history from view (or remove its files as uncommitted), so it is refused.
+fn settle_history_location(
+    data_dir: &Path,
+    wanted: Option<&HistoryLocation>,
+    history_seq: u64,
+) -> Result<HistoryLocation> {
+    let local = data_dir.join("history");
+    let stored = stored_history_location(data_dir)?;
+    match (stored, wanted) {
+        (None, None | Some(HistoryLocation::Dir(_))) => Ok(match wanted {
+            Some(dir) => dir.clone(),
+            None => HistoryLocation::Dir(local),
+        }),
+        (Some(spec), None | Some(HistoryLocation::Dir(_))) => Err(Error::Location {
+            location: spec.url,
+            reason: format!(
+                "data dir {} keeps its history there; set history.url to it, or start \
+                 with an empty data dir",
+                data_dir.display()
+            ),
+        }),
+        (Some(spec), Some(HistoryLocation::Object(o))) if spec.url != o.spec().url => {
+            Err(Error::Location {
+                location: o.spec().url.clone(),
+                reason: format!(
+                    "data dir {} keeps its history at {}; a data dir's history cannot move",
+                    data_dir.display(),
+                    spec.url
+                ),
+            })
+        }
+        (None, Some(HistoryLocation::Object(o))) if history_seq > 0 => Err(Error::Location {
+            location: o.spec().url.clone(),
+            reason: format!(
+                "data dir {} already has a history under {}; start with an empty data dir \
+                 to keep history in an object store",
+                data_dir.display(),
+                local.display()
+            ),
+        }),
+        (_, Some(object @ HistoryLocation::Object(o))) => {
+            let path = location_path(data_dir);
+            let dir = path
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| data_dir.to_owned());
+            fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            let bytes =
+                serde_json::to_vec_pretty(o.spec()).map_err(|e| Error::Internal(e.to_string()))?;
+            let tmp = path.with_extension("json.tmp");
+            {
+                use std::io::Write;
+                let mut f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+                f.write_all(&bytes).map_err(Error::io("write", &tmp))?;
+                f.sync_all().map_err(Error::io("sync", &tmp))?;
+            }
+            fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
+            sync_dir(&dir)?;
+            Ok(object.clone())
+        }
+    }
+}
+
 /// The last committed history sequence recorded under a data directory (0 if none).
 pub(crate) fn committed_history_seq(data_dir: &Path) -> Result<u64> {
     let path = checkpoint_path(data_dir);
@@ -259,7 +350,9 @@ impl Engine {
             .unwrap_or_default();
         // Opening the history removes files of a commit that did not finish, judged
         // against the sequence the checkpoint records.
-        let history = History::open(&options.data_dir.join("history"), history_seq)?;
+        let location =
+            settle_history_location(&options.data_dir, options.history.as_ref(), history_seq)?;
+        let history = History::open_at(location, history_seq)?;
         let mut engine = Engine {
             data_dir: options.data_dir,
             compiled,

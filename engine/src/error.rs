@@ -31,6 +31,16 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An object-store request for the history failed.
+    #[error("{action} {location}: {reason}")]
+    ObjectStore {
+        action: &'static str,
+        location: String,
+        reason: String,
+    },
+    /// A history location (URL, options) that cannot be used.
+    #[error("history location {location}: {reason}")]
+    Location { location: String, reason: String },
     /// The checkpoint exists but cannot be read back.
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },

@@ -1,18 +1,18 @@
 //! The Parquet history: `events`, `incidents`, `incident_events` (and, as later
-//! stages write them, `late_events` and `actions`) under `<data_dir>/history`.
+//! stages write them, `late_events` and `actions`) under `<data_dir>/history` or
+//! in an object store ([`crate::store`]).
 //!
 //! Rows produced by the engine are held as pending Arrow batches and committed in
 //! one step: each table's rows are written to `<table>/dt=YYYY-MM-DD/
-//! part-<seq>.parquet` (written under a temporary name, fsynced, renamed), and then
-//! the engine checkpoint records `seq` as committed. A file whose `seq` is above the
+//! part-<seq>.parquet` (whole or not at all: a renamed temporary in a directory, a
+//! single PUT in an object store), and then the engine checkpoint records `seq` as
+//! committed. A file whose `seq` is above the
 //! checkpoint's belongs to a commit that never finished; it is removed at open and
 //! never read, so no half-written commit is ever visible. Readers see committed
 //! files plus pending rows, taken together under one lock.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
@@ -25,6 +25,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::metrics;
 use crate::schema;
+use crate::store::HistoryLocation;
 use crate::{Error, Result};
 
 /// A history table: its name, schema and the time column it is partitioned by.
@@ -64,32 +65,42 @@ pub const TABLES: [Table; 5] = [
     },
 ];
 
-/// What a reader sees of one table at one instant.
+/// What a reader sees of one table at one instant: committed files (keys under
+/// the history's location) and rows not yet flushed.
 #[derive(Debug, Clone, Default)]
 pub struct TableSnapshot {
-    pub files: Vec<PathBuf>,
+    pub files: Vec<String>,
     pub pending: Vec<RecordBatch>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    files: BTreeMap<&'static str, Vec<PathBuf>>,
+    files: BTreeMap<&'static str, Vec<String>>,
     pending: BTreeMap<&'static str, Vec<RecordBatch>>,
 }
+
+/// A file written by [`History::write_pending`], not yet visible to readers.
+pub type Written = (&'static str, String, usize);
 
 /// The history of one engine: committed Parquet files and pending rows.
 #[derive(Debug, Clone)]
 pub struct History {
-    dir: PathBuf,
+    location: HistoryLocation,
     inner: Arc<RwLock<Inner>>,
 }
 
 impl History {
     /// Opens the history under `dir`, removing files of commits above `committed_seq`.
     pub fn open(dir: &Path, committed_seq: u64) -> Result<History> {
-        let files = scan(dir, Some(committed_seq), true)?;
+        History::open_at(HistoryLocation::Dir(dir.to_owned()), committed_seq)
+    }
+
+    /// Opens the history at `location`, removing files of commits above
+    /// `committed_seq`.
+    pub fn open_at(location: HistoryLocation, committed_seq: u64) -> Result<History> {
+        let files = scan(&location, Some(committed_seq), true)?;
         Ok(History {
-            dir: dir.to_owned(),
+            location,
             inner: Arc::new(RwLock::new(Inner {
                 files,
                 pending: BTreeMap::new(),
@@ -97,9 +108,9 @@ impl History {
         })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the files are.
+    pub fn location(&self) -> &HistoryLocation {
+        &self.location
     }
 
     /// Adds rows to a table's pending set.
@@ -119,7 +130,7 @@ impl History {
 
     /// Writes every pending row as Parquet files of commit `seq`. The caller makes
     /// the commit durable (checkpoint) and then calls [`History::publish`].
-    pub fn write_pending(&self, seq: u64) -> Result<Vec<(&'static str, PathBuf, usize)>> {
+    pub fn write_pending(&self, seq: u64) -> Result<Vec<Written>> {
         let pending: BTreeMap<&'static str, Vec<RecordBatch>> = {
             let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
             inner.pending.clone()
@@ -131,12 +142,9 @@ impl History {
             };
             let all = concat_batches(table.schema, batches)?;
             for (day, rows) in split_by_day(&all, table.time_column)? {
-                let dir = self.dir.join(table.name).join(format!("dt={day}"));
-                fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-                let path = dir.join(format!("part-{seq:020}.parquet"));
-                write_parquet(&path, &rows)?;
-                sync_dir(&dir)?;
-                written.push((table.name, path, rows.num_rows()));
+                let key = format!("{}/dt={day}/part-{seq:020}.parquet", table.name);
+                self.location.put(&key, parquet_bytes(&rows)?)?;
+                written.push((table.name, key, rows.num_rows()));
             }
         }
         Ok(written)
@@ -144,57 +152,35 @@ impl History {
 
     /// Makes files written by [`History::write_pending`] visible to readers and
     /// drops the pending rows they hold, in one step.
-    pub fn publish(&self, written: Vec<(&'static str, PathBuf, usize)>) {
+    pub fn publish(&self, written: Vec<Written>) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        for (table, path, rows) in written {
+        for (table, key, rows) in written {
             metrics::HISTORY_ROWS
                 .with_label_values(&[table])
                 .inc_by(rows as u64);
-            inner.files.entry(table).or_default().push(path);
+            inner.files.entry(table).or_default().push(key);
         }
         inner.pending.clear();
     }
 
     /// Retention: removes every committed file of a day before `cutoff` (event time,
     /// by the table's partition day), from the readers' view first and then from
-    /// disk. Returns how many files went. A crash midway leaves old files that the
-    /// next call removes; nothing newer is touched.
+    /// storage. Returns how many files went. A crash midway leaves old files that
+    /// the next call removes; nothing newer is touched.
     pub fn drop_days_before(&self, cutoff_micros: i64) -> Result<usize> {
         let cutoff = format!("dt={}", day_name(cutoff_micros));
-        let old = |p: &PathBuf| {
-            p.parent()
-                .and_then(|d| d.file_name())
-                .and_then(|n| n.to_str())
-                .is_some_and(|day| day < cutoff.as_str())
-        };
-        let dropped: Vec<PathBuf> = {
+        let old = |key: &String| day_of(key).is_some_and(|day| day < cutoff.as_str());
+        let dropped: Vec<String> = {
             let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
             let mut dropped = Vec::new();
             for files in inner.files.values_mut() {
-                let (gone, kept): (Vec<PathBuf>, Vec<PathBuf>) = files.drain(..).partition(old);
+                let (gone, kept): (Vec<String>, Vec<String>) = files.drain(..).partition(old);
                 *files = kept;
                 dropped.extend(gone);
             }
             dropped
         };
-        let mut dirs = std::collections::BTreeSet::new();
-        for path in &dropped {
-            match fs::remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", path)(e)),
-            }
-            if let Some(d) = path.parent() {
-                dirs.insert(d.to_owned());
-            }
-        }
-        for d in dirs {
-            // Only empty day directories go; one still holding files stays.
-            let _ = fs::remove_dir(&d);
-            if let Some(table_dir) = d.parent() {
-                sync_dir(table_dir)?;
-            }
-        }
+        self.location.delete(&dropped)?;
         if !dropped.is_empty() {
             metrics::HISTORY_FILES_DROPPED.inc_by(dropped.len() as u64);
         }
@@ -203,17 +189,17 @@ impl History {
 
     /// Compaction: every day of a table with at least `min_files` committed files
     /// becomes one file `part-{first}-{last}.parquet` holding the same rows. The new
-    /// file is renamed into place before readers switch to it and the inputs are
+    /// file is stored whole before readers switch to it and the inputs are
     /// deleted; a crash in between leaves inputs the compacted file supersedes,
     /// which the next open removes. Returns how many files were merged away.
     pub fn compact(&self, min_files: usize) -> Result<usize> {
-        let groups: Vec<(&'static str, PathBuf, Vec<PathBuf>)> = {
+        let groups: Vec<(&'static str, String, Vec<String>)> = {
             let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
             let mut groups = Vec::new();
             for (table, files) in &inner.files {
-                let mut by_day: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+                let mut by_day: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for f in files {
-                    if let Some(day) = f.parent() {
+                    if let Some(day) = day_of(f) {
                         by_day.entry(day.to_owned()).or_default().push(f.clone());
                     }
                 }
@@ -232,7 +218,7 @@ impl History {
             };
             let ranges: Vec<(u64, u64)> = inputs
                 .iter()
-                .filter_map(|p| p.file_name().and_then(|n| n.to_str()).and_then(file_seqs))
+                .filter_map(|k| file_seqs(file_name(k)))
                 .collect();
             if ranges.len() != inputs.len() {
                 continue;
@@ -240,10 +226,10 @@ impl History {
             let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
             let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
             let mut batches = Vec::new();
-            for path in &inputs {
-                let file = fs::File::open(path).map_err(Error::io("open", path))?;
+            for key in &inputs {
+                let bytes = self.location.get(key)?;
                 let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
                         .build()?;
                 for batch in reader {
                     batches.push(batch?);
@@ -254,9 +240,8 @@ impl History {
                 continue;
             }
             let all = concat_batches(spec.schema, &batches)?;
-            let out = day.join(format!("part-{first:020}-{last:020}.parquet"));
-            write_parquet(&out, &all)?;
-            sync_dir(&day)?;
+            let out = format!("{table}/{day}/part-{first:020}-{last:020}.parquet");
+            self.location.put(&out, parquet_bytes(&all)?)?;
             {
                 let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(files) = inner.files.get_mut(table) {
@@ -265,14 +250,7 @@ impl History {
                     files.sort();
                 }
             }
-            for path in &inputs {
-                match fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("remove", path)(e)),
-                }
-            }
-            sync_dir(&day)?;
+            self.location.delete(&inputs)?;
             merged += inputs.len();
         }
         if merged > 0 {
@@ -291,61 +269,77 @@ impl History {
     }
 }
 
+/// The partition directory of a file key (`dt=YYYY-MM-DD`).
+fn day_of(key: &str) -> Option<&str> {
+    let mut parts = key.split('/');
+    let (_table, day, _name) = (parts.next()?, parts.next()?, parts.next()?);
+    day.starts_with("dt=").then_some(day)
+}
+
+/// The file name of a key.
+fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
 /// Lists committed files per table; with `cleanup`, removes temporaries and files
 /// above `committed_seq`, otherwise just skips them.
 pub(crate) fn scan(
-    dir: &Path,
+    location: &HistoryLocation,
     committed_seq: Option<u64>,
     cleanup: bool,
-) -> Result<BTreeMap<&'static str, Vec<PathBuf>>> {
-    let mut out = BTreeMap::new();
-    for table in TABLES {
-        let tdir = dir.join(table.name);
-        let mut files = Vec::new();
-        if !tdir.exists() {
-            out.insert(table.name, files);
+) -> Result<BTreeMap<&'static str, Vec<String>>> {
+    let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+    // (table, day) → the day's files with the commits each holds.
+    type Day = (&'static str, String);
+    type Files = Vec<(String, (u64, u64))>;
+    let mut by_day: BTreeMap<Day, Files> = BTreeMap::new();
+    let mut garbage = Vec::new();
+    for key in location.list(&names)? {
+        let Some(table) = TABLES
+            .iter()
+            .find(|t| key.starts_with(&format!("{}/", t.name)))
+        else {
             continue;
+        };
+        let Some(day) = day_of(&key).map(str::to_owned) else {
+            continue;
+        };
+        let seqs = file_seqs(file_name(&key));
+        let keep = match (seqs, committed_seq) {
+            (Some((_, last)), Some(c)) => last <= c,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        match seqs {
+            Some(range) if keep => by_day
+                .entry((table.name, day))
+                .or_default()
+                .push((key, range)),
+            _ => garbage.push(key),
         }
-        for day in fs::read_dir(&tdir).map_err(Error::io("list", &tdir))? {
-            let day = day.map_err(Error::io("list", &tdir))?.path();
-            if !day.is_dir() {
-                continue;
-            }
-            let mut day_files: Vec<(PathBuf, (u64, u64))> = Vec::new();
-            for f in fs::read_dir(&day).map_err(Error::io("list", &day))? {
-                let path = f.map_err(Error::io("list", &day))?.path();
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                let keep = match (file_seqs(&name), committed_seq) {
-                    (Some((_, last)), Some(c)) => last <= c,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
-                if keep {
-                    day_files.push((path, file_seqs(&name).unwrap_or_default()));
-                } else if cleanup {
-                    fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-                }
-            }
-            // A compaction that finished its rename but not its deletes leaves its
-            // inputs behind: the compacted file covers their commits, so they go.
-            let ranges: Vec<(u64, u64)> = day_files.iter().map(|(_, r)| *r).collect();
-            for (path, (a, b)) in day_files.drain(..) {
-                let superseded = ranges
-                    .iter()
-                    .any(|(x, y)| (*x, *y) != (a, b) && *x <= a && b <= *y);
-                if !superseded {
-                    files.push(path);
-                } else if cleanup {
-                    fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-                }
+    }
+    let mut out: BTreeMap<&'static str, Vec<String>> =
+        TABLES.iter().map(|t| (t.name, Vec::new())).collect();
+    for ((table, _day), day_files) in by_day {
+        // A compaction that finished storing its output but not its deletes leaves
+        // its inputs behind: the compacted file covers their commits, so they go.
+        let ranges: Vec<(u64, u64)> = day_files.iter().map(|(_, r)| *r).collect();
+        for (key, (a, b)) in day_files {
+            let superseded = ranges
+                .iter()
+                .any(|(x, y)| (*x, *y) != (a, b) && *x <= a && b <= *y);
+            if superseded {
+                garbage.push(key);
+            } else {
+                out.entry(table).or_default().push(key);
             }
         }
+    }
+    if cleanup {
+        location.delete(&garbage)?;
+    }
+    for files in out.values_mut() {
         files.sort();
-        out.insert(table.name, files);
     }
     Ok(out)
 }
@@ -392,26 +386,12 @@ fn day_name(micros: i64) -> String {
         .unwrap_or_else(|| "1970-01-01".into())
 }
 
-fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
-    let tmp = path.with_extension("parquet.tmp");
-    let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+/// One zstd-compressed Parquet file holding `batch`.
+fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build();
-    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
     writer.write(batch)?;
-    let buf = writer.into_inner()?;
-    let file = buf
-        .into_inner()
-        .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
-    file.sync_all().map_err(Error::io("sync", &tmp))?;
-    fs::rename(&tmp, path).map_err(Error::io("rename", path))?;
-    Ok(())
-}
-
-/// Makes a rename or create in `dir` durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("sync", dir))
+    Ok(writer.into_inner()?)
 }

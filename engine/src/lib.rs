@@ -17,6 +17,7 @@ pub mod predicate;
 pub mod replay;
 pub mod schema;
 pub mod sql;
+pub mod store;
 pub mod watermark;
 
 pub use driver::{
@@ -26,4 +27,5 @@ pub use error::{Error, Result};
 pub use history::History;
 pub use operator::Operator;
 pub use sql::{HistoryReader, QueryLimits};
+pub use store::{HistoryLocation, ObjectHistory, ObjectStoreSpec};
 pub use watermark::{LogClock, SourceTiming, WatermarkConfig};

@@ -5,7 +5,7 @@
 //! `SET`), cannot name files (URL tables stay off), run under a memory limit and a
 //! time limit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
 use crate::history::{self, History, TABLES, TableSnapshot};
+use crate::store::HistoryLocation;
 use crate::{Error, Result, metrics};
 
 /// The `incidents_latest` view: the latest version of each incident.
@@ -87,8 +88,8 @@ enum Source {
     Live(History),
     /// Committed files up to a sequence (`None`: every file, for a history copied
     /// without its engine checkpoint).
-    Dir {
-        dir: PathBuf,
+    Stored {
+        location: HistoryLocation,
         committed_seq: Option<u64>,
     },
 }
@@ -99,11 +100,28 @@ impl HistoryReader {
         HistoryReader::with_source(Source::Live(history))
     }
 
-    /// Reads the committed history under a data directory (no engine needed).
+    /// Reads the committed history of a data directory kept under
+    /// `<data_dir>/history` (no engine needed). One whose history is in an object
+    /// store is opened with [`HistoryReader::from_data_dir_at`].
     pub fn from_data_dir(data_dir: &Path) -> Result<HistoryReader> {
+        if let Some(spec) = crate::driver::stored_history_location(data_dir)? {
+            return Err(Error::Location {
+                location: spec.url,
+                reason: format!(
+                    "the history of data dir {} is in this object store",
+                    data_dir.display()
+                ),
+            });
+        }
+        HistoryReader::from_data_dir_at(data_dir, HistoryLocation::Dir(data_dir.join("history")))
+    }
+
+    /// Reads the committed history of a data directory whose files are at
+    /// `location` (the data dir holds the checkpoint saying what is committed).
+    pub fn from_data_dir_at(data_dir: &Path, location: HistoryLocation) -> Result<HistoryReader> {
         let committed_seq = crate::driver::committed_history_seq(data_dir)?;
-        Ok(HistoryReader::with_source(Source::Dir {
-            dir: data_dir.join("history"),
+        Ok(HistoryReader::with_source(Source::Stored {
+            location,
             committed_seq: Some(committed_seq),
         }))
     }
@@ -111,8 +129,8 @@ impl HistoryReader {
     /// Reads every Parquet file of a history directory (`<dir>/<table>/dt=…/`),
     /// such as one copied elsewhere without its engine checkpoint.
     pub fn from_history_dir(dir: &Path) -> Result<HistoryReader> {
-        Ok(HistoryReader::with_source(Source::Dir {
-            dir: dir.to_owned(),
+        Ok(HistoryReader::with_source(Source::Stored {
+            location: HistoryLocation::Dir(dir.to_owned()),
             committed_seq: None,
         }))
     }
@@ -240,13 +258,21 @@ impl HistoryReader {
             .with_information_schema(true)
             .with_target_partitions(2);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let location = match &self.source {
+            Source::Live(h) => h.location(),
+            Source::Stored { location, .. } => location,
+        };
+        location.register(&ctx);
         let snapshots: Vec<(&str, TableSnapshot)> = match &self.source {
             Source::Live(h) => TABLES
                 .iter()
                 .map(|t| (t.name, h.snapshot(t.name)))
                 .collect(),
-            Source::Dir { dir, committed_seq } => {
-                let files = history::scan(dir, *committed_seq, false)?;
+            Source::Stored {
+                location,
+                committed_seq,
+            } => {
+                let files = history::scan(location, *committed_seq, false)?;
                 TABLES
                     .iter()
                     .map(|t| {
@@ -267,7 +293,7 @@ impl HistoryReader {
                 .find(|t| t.name == table)
                 .map(|t| (*t.schema).clone())
                 .ok_or_else(|| Error::Internal(format!("unknown table {table}")))?;
-            register_table(&ctx, table, schema, snap).await?;
+            register_table(&ctx, location, table, schema, snap).await?;
         }
         ctx.sql(INCIDENTS_LATEST_VIEW)
             .await
@@ -278,6 +304,7 @@ impl HistoryReader {
 
 async fn register_table(
     ctx: &SessionContext,
+    location: &HistoryLocation,
     name: &str,
     schema: SchemaRef,
     snap: TableSnapshot,
@@ -292,7 +319,7 @@ async fn register_table(
     let urls = snap
         .files
         .iter()
-        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .map(|key| ListingTableUrl::parse(location.file_url(key)))
         .collect::<datafusion::error::Result<Vec<_>>>()
         .map_err(internal)?;
     let options =

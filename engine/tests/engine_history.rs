@@ -44,6 +44,7 @@ fn options(dir: &std::path::Path) -> EngineOptions {
         correlator: CorrelatorConfig::default(),
         watermark: Default::default(),
         partition_state: Default::default(),
+        history: None,
     }
 }
 
@@ -195,6 +196,7 @@ fn on_partition(records: Vec<(LogPosition, Event)>, partition: u32) -> Vec<(LogP
 fn partition_state_moves_between_engines_and_unowned_partitions_are_skipped() {
     let external = |dir: &std::path::Path| EngineOptions {
         partition_state: causeway_engine::PartitionStateMode::External,
+        history: None,
         ..options(dir)
     };
     let first_half = vec![

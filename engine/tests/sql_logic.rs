@@ -49,6 +49,7 @@ fn fixture(dir: &Path) {
         correlator: CorrelatorConfig::default(),
         watermark: Default::default(),
         partition_state: Default::default(),
+        history: None,
     })
     .expect("open");
     let input = vec![
