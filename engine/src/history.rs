@@ -22,18 +22,22 @@ use chrono::DateTime;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::metrics;
 use crate::schema;
 use crate::store::HistoryLocation;
 use crate::{Error, Result};
 
-/// A history table: its name, schema and the time column it is partitioned by.
+/// A history table: its name, schema, the time column it is partitioned by, and
+/// the id columns looked up one value at a time (they get Parquet bloom filters:
+/// ids are hashes, so row-group min/max never prune them).
 #[derive(Debug, Clone, Copy)]
 pub struct Table {
     pub name: &'static str,
     pub schema: &'static std::sync::LazyLock<SchemaRef>,
     pub time_column: &'static str,
+    pub lookup_columns: &'static [&'static str],
 }
 
 /// Every history table.
@@ -42,26 +46,31 @@ pub const TABLES: [Table; 5] = [
         name: "events",
         schema: &schema::EVENTS,
         time_column: "time",
+        lookup_columns: &["event_id"],
     },
     Table {
         name: "incidents",
         schema: &schema::INCIDENTS,
         time_column: "updated_at",
+        lookup_columns: &["incident_id", "root_cause_event_id"],
     },
     Table {
         name: "incident_events",
         schema: &schema::INCIDENT_EVENTS,
         time_column: "time",
+        lookup_columns: &["incident_id", "event_id"],
     },
     Table {
         name: "late_events",
         schema: &schema::EVENTS,
         time_column: "time",
+        lookup_columns: &["event_id"],
     },
     Table {
         name: "actions",
         schema: &schema::ACTIONS,
         time_column: "decided_at",
+        lookup_columns: &["action_id", "incident_id"],
     },
 ];
 
@@ -143,7 +152,7 @@ impl History {
             let all = concat_batches(table.schema, batches)?;
             for (day, rows) in split_by_day(&all, table.time_column)? {
                 let key = format!("{}/dt={day}/part-{seq:020}.parquet", table.name);
-                self.location.put(&key, parquet_bytes(&rows)?)?;
+                self.location.put(&key, parquet_bytes(&table, &rows)?)?;
                 written.push((table.name, key, rows.num_rows()));
             }
         }
@@ -241,7 +250,7 @@ impl History {
             }
             let all = concat_batches(spec.schema, &batches)?;
             let out = format!("{table}/{day}/part-{first:020}-{last:020}.parquet");
-            self.location.put(&out, parquet_bytes(&all)?)?;
+            self.location.put(&out, parquet_bytes(spec, &all)?)?;
             {
                 let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(files) = inner.files.get_mut(table) {
@@ -386,11 +395,29 @@ fn day_name(micros: i64) -> String {
         .unwrap_or_else(|| "1970-01-01".into())
 }
 
-/// One zstd-compressed Parquet file holding `batch`.
-fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let props = WriterProperties::builder()
+/// Rows per Parquet row group: the unit a point lookup can skip (by bloom filter)
+/// or must decode.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// False-positive rate of the id bloom filters (~1.2 bytes per distinct id).
+const BLOOM_FPP: f64 = 0.01;
+
+/// One zstd-compressed Parquet file of `table` holding `batch`.
+fn parquet_bytes(table: &Table, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Sized for the rows at hand: a one-second commit of a few rows must not carry
+    // a filter sized for a million.
+    let ndv = u64::try_from(batch.num_rows().clamp(1, ROW_GROUP_ROWS)).unwrap_or(1);
+    for column in table.lookup_columns {
+        let path = ColumnPath::from(*column);
+        props = props
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), BLOOM_FPP)
+            .set_column_bloom_filter_max_ndv(path, ndv);
+    }
+    let props = props.build();
     let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
     writer.write(batch)?;
     Ok(writer.into_inner()?)

@@ -399,3 +399,50 @@ async fn compaction_merges_a_days_small_files_and_a_crash_midway_loses_nothing()
         20
     );
 }
+
+#[test]
+fn id_columns_carry_bloom_filters_and_nothing_else_does() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = Engine::open(options(dir.path())).expect("open");
+    let input = vec![
+        event(0, EventKind::Deploy, "checkout", "success", "deploy-abc"),
+        event(60, EventKind::Alert, "checkout", "firing", "HighErrorRate"),
+    ];
+    engine
+        .process(records(input, 0), ProcessingTime::from_micros(0))
+        .expect("process");
+    engine
+        .tick(ProcessingTime::from_micros(60_000_000))
+        .expect("tick");
+    engine.commit().expect("commit");
+    for (table, lookup) in [
+        ("events", vec!["event_id"]),
+        ("incidents", vec!["incident_id", "root_cause_event_id"]),
+        ("incident_events", vec!["incident_id", "event_id"]),
+    ] {
+        let day = std::fs::read_dir(dir.path().join("history").join(table))
+            .expect("table dir")
+            .next()
+            .expect("a day")
+            .expect("entry")
+            .path();
+        let file = std::fs::read_dir(&day)
+            .expect("day dir")
+            .next()
+            .expect("a file")
+            .expect("entry")
+            .path();
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(&file).expect("open")).expect("parquet");
+        let row_group = reader.metadata().row_group(0);
+        for column in row_group.columns() {
+            let name = column.column_path().string();
+            assert_eq!(
+                column.bloom_filter_offset().is_some(),
+                lookup.contains(&name.as_str()),
+                "{table}.{name}"
+            );
+        }
+    }
+}
