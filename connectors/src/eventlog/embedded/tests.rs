@@ -71,3 +71,67 @@ fn a_second_writer_on_the_same_log_is_refused() {
     let err = EmbeddedLog::open(dir.path()).expect_err("second");
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+/// The bytes of one record, pinned: if this changes, `Event`'s encoding changed
+/// and logs written by an earlier release would be misread — give the new
+/// encoding its own format byte and keep decoding the old one.
+#[test]
+fn the_record_encoding_is_pinned() {
+    let mut e = event(7);
+    e.attributes
+        .insert("alertname".into(), "HighErrorRate".into());
+    e.raw = "{\"a\":1}".into();
+    let bytes = encode_record(&e).expect("encode");
+    assert_eq!(hex::encode(&bytes), GOLDEN, "{}", hex::encode(&bytes));
+    assert_eq!(
+        decode_record(&bytes, ProcessingTime::from_micros(1)).expect("decode"),
+        e
+    );
+}
+
+const GOLDEN: &str = "01246576745f346638383731636539636131366333616535386534353762626235666333626304746573740137000e00017301650206666972696e67076576656e7420370109616c6572746e616d650d486967684572726f7252617465077b2261223a317d";
+
+#[test]
+fn garbage_records_are_named_not_decoded() {
+    let now = ProcessingTime::from_micros(0);
+    assert!(
+        decode_record(&[], now)
+            .expect_err("empty")
+            .contains("empty")
+    );
+    assert!(
+        decode_record(&[9, 1, 2], now)
+            .expect_err("unknown")
+            .contains("format 9")
+    );
+    assert!(decode_record(&[FORMAT_POSTCARD_V1, 0xff], now).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_as_cloudevents_json_is_still_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, writer) = EmbeddedLog::open(dir.path()).expect("open");
+    let handle = tokio::task::spawn_blocking(move || writer.run());
+    // What an earlier release appended: CloudEvents JSON payloads.
+    let (ack, rx) = oneshot::channel();
+    log.tx
+        .send(AppendRequest {
+            payloads: vec![event(0).to_cloudevent_json().into_bytes()],
+            ack,
+        })
+        .await
+        .expect("send");
+    rx.await.expect("ack").expect("append");
+    log.append(vec![event(1)]).await.expect("append");
+    let mut consumer = log.consumer();
+    let got = consumer
+        .poll(100, Duration::from_millis(10))
+        .await
+        .expect("poll");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].event, event(0));
+    assert_eq!(got[1].event, event(1));
+    drop(log);
+    drop(consumer);
+    handle.await.expect("writer");
+}
