@@ -32,7 +32,7 @@ use crate::{Error, Result};
 /// The rule index of alert groups.
 const GROUP: u8 = u8::MAX;
 /// Format version of [`Correlator::snapshot`].
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 /// State is swept at most this often in event time (and only once enough events
 /// were applied to pay for it).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -201,10 +201,28 @@ struct Pending {
     /// firing, re-sends and resolution.
     alert_key: u64,
     matches: Matches,
+    /// What only some events carry, behind one pointer: the reorder buffer holds
+    /// every event for the watermark delay, so each byte here counts per event.
+    tail: Option<Box<PendingTail>>,
+    tag: u64,
+}
+
+/// The rarer parts of a [`Pending`].
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingTail {
     /// Kept only for events that can be causes (titles name the root cause).
     summary: Option<Box<str>>,
-    extra: Option<Box<[Extra]>>,
-    tag: u64,
+    extra: Box<[Extra]>,
+}
+
+impl Pending {
+    fn summary(&self) -> Option<&str> {
+        self.tail.as_ref().and_then(|t| t.summary.as_deref())
+    }
+
+    fn extra(&self) -> &[Extra] {
+        self.tail.as_ref().map_or(&[], |t| &t.extra)
+    }
 }
 
 impl PartialEq for Pending {
@@ -835,7 +853,13 @@ impl Correlator {
         if self.state.pending.last().is_some_and(|last| *last > p) {
             self.state.pending_sorted = false;
         }
-        self.state.pending.push(p);
+        // Grown by a quarter, not doubled: a doubled buffer holds up to half its
+        // size unused, which is most of what a buffered event costs.
+        let pending = &mut self.state.pending;
+        if pending.len() == pending.capacity() {
+            pending.reserve_exact((pending.len() / 4).max(1024));
+        }
+        pending.push(p);
         if self.state.pending.len() > self.config.max_buffered {
             self.enforce_cap(out);
         }
@@ -900,8 +924,12 @@ impl Correlator {
             alertname,
             alert_key,
             matches: m,
-            summary: (m.cause != 0).then(|| row.summary.into()),
-            extra: (!extra.is_empty()).then(|| extra.into_boxed_slice()),
+            tail: (m.cause != 0 || !extra.is_empty()).then(|| {
+                Box::new(PendingTail {
+                    summary: (m.cause != 0).then(|| row.summary.into()),
+                    extra: extra.into_boxed_slice(),
+                })
+            }),
             tag: row.tag,
         }
     }
@@ -1129,7 +1157,7 @@ impl Correlator {
             }
             JoinKind::Expr => {
                 let want_cause = side == Side::Cause;
-                for x in p.extra.iter().flatten() {
+                for x in p.extra() {
                     if let Extra::Key {
                         rule,
                         cause_side,
@@ -1163,7 +1191,7 @@ impl Correlator {
         let Some((percent, n)) = self.rules.get(usize::from(r)).and_then(|x| x.rise) else {
             return false;
         };
-        let Some((value, series)) = p.extra.iter().flatten().find_map(|x| match x {
+        let Some((value, series)) = p.extra().iter().find_map(|x| match x {
             Extra::Rise {
                 rule,
                 value,
@@ -1602,7 +1630,7 @@ impl Correlator {
     /// Buffers a cause for its rules (or an absence wait), and links effects that
     /// were applied before it arrived.
     fn register_cause(&mut self, p: &Pending, out: &mut Output) {
-        let summary: Arc<str> = p.summary.as_deref().unwrap_or("").into();
+        let summary: Arc<str> = p.summary().unwrap_or("").into();
         for r in bits(p.matches.cause) {
             let Some(rule) = self.rules.get(usize::from(r)) else {
                 continue;
