@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -18,6 +19,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -222,9 +224,11 @@ impl HistoryReader {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        ctx.sql_with_options(sql, options)
+        let df = ctx
+            .sql_with_options(sql, options)
             .await
-            .map_err(|e| Error::Query(e.to_string()))
+            .map_err(|e| Error::Query(e.to_string()))?;
+        Ok(with_lookup_pushdown(df))
     }
 
     async fn query_inner(
@@ -302,6 +306,65 @@ impl HistoryReader {
     }
 }
 
+/// A query that picks rows by id (`incident_id = '…'`, `event_id IN (…)`) gets
+/// Parquet filter pushdown: the id's bloom filters skip most row groups and the
+/// rest are filtered while decoding, and the join's dynamic filter on the other
+/// side does the same (the chain of one incident: 2.2× DuckDB's time without it,
+/// 1.2× with it, on 10 M events). Scans and aggregations stay without it: there
+/// row-level filtering costs more than it saves (10–25 % slower measured).
+fn with_lookup_pushdown(df: DataFrame) -> DataFrame {
+    if !picks_by_id(df.logical_plan()) {
+        return df;
+    }
+    let (mut state, plan) = df.into_parts();
+    state
+        .config_mut()
+        .options_mut()
+        .execution
+        .parquet
+        .pushdown_filters = true;
+    DataFrame::new(state, plan)
+}
+
+/// Whether a filter of `plan` compares an id column with a constant or a
+/// parameter.
+fn picks_by_id(plan: &LogicalPlan) -> bool {
+    let lookup: Vec<&str> = TABLES
+        .iter()
+        .flat_map(|t| t.lookup_columns.iter().copied())
+        .collect();
+    let is_id = |e: &Expr| matches!(e, Expr::Column(c) if lookup.contains(&c.name.as_str()));
+    let is_constant = |e: &Expr| matches!(e, Expr::Literal(..) | Expr::Placeholder(_));
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Filter(filter) = node {
+            let _ = filter.predicate.apply(|e| {
+                found |= match e {
+                    Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                        (is_id(&b.left) && is_constant(&b.right))
+                            || (is_constant(&b.left) && is_id(&b.right))
+                    }
+                    Expr::InList(l) => {
+                        !l.negated && is_id(&l.expr) && l.list.iter().all(is_constant)
+                    }
+                    _ => false,
+                };
+                Ok(if found {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            });
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 async fn register_table(
     ctx: &SessionContext,
     location: &HistoryLocation,
@@ -340,4 +403,58 @@ async fn register_table(
     .await
     .map_err(internal)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_queries_that_pick_rows_by_id_get_filter_pushdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reader = HistoryReader::from_history_dir(dir.path()).expect("reader");
+        for (sql, want) in [
+            (
+                "SELECT * FROM incident_events WHERE incident_id = 'inc_1'",
+                true,
+            ),
+            ("SELECT * FROM events WHERE 'evt_1' = event_id", true),
+            (
+                "SELECT * FROM events WHERE event_id IN ('evt_1', 'evt_2')",
+                true,
+            ),
+            (
+                "SELECT * FROM incidents_latest WHERE incident_id = $1",
+                true,
+            ),
+            (
+                "SELECT e.summary FROM incident_events ie JOIN events e ON e.event_id = ie.event_id \
+                 WHERE ie.incident_id = 'inc_1'",
+                true,
+            ),
+            (
+                "SELECT count(*) FROM events WHERE entity = 'checkout'",
+                false,
+            ),
+            ("SELECT * FROM events WHERE event_id <> 'evt_1'", false),
+            (
+                "SELECT * FROM events WHERE event_id NOT IN ('evt_1')",
+                false,
+            ),
+            (
+                "SELECT rule_id, count(*) FROM incidents_latest GROUP BY rule_id",
+                false,
+            ),
+        ] {
+            let df = reader.plan(sql, QueryLimits::default()).await.expect(sql);
+            let pushdown = df
+                .task_ctx()
+                .session_config()
+                .options()
+                .execution
+                .parquet
+                .pushdown_filters;
+            assert_eq!(pushdown, want, "{sql}");
+        }
+    }
 }
