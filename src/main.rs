@@ -24,6 +24,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+/// mimalloc instead of glibc's malloc: malloc/free were a quarter of the CPU of
+/// the receiver path under load (`perf`, benches/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Causeway correlates alerts, deploys, audit logs and costs into incidents with
 /// their causal chains.
 #[derive(Debug, Parser)]
