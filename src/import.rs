@@ -21,6 +21,9 @@ use crate::app;
 use crate::config::Config;
 
 /// Imports files; returns after they are durable (and, locally, correlated).
+/// Events appended at once.
+const CHUNK: usize = 10_000;
+
 pub(crate) async fn run(
     format: ImportFormat,
     paths: &[PathBuf],
@@ -32,27 +35,39 @@ pub(crate) async fn run(
         return post(format, paths, url, cluster).await;
     }
     let loaded = Config::load(config.as_deref())?;
-    // Decode everything first: a bad file refuses the import and appends nothing.
-    let mut batches = Vec::new();
+    let catalog = &loaded.config.catalog;
+    // Every file is decoded once before anything is appended, so a bad record
+    // refuses the whole import; then each is decoded again a chunk at a time as it
+    // is appended. Holding every decoded event at once took more memory than the
+    // rest of an import (a 1 M-event file: ~1 GiB of the 1.5 GiB peak).
+    let mut files = Vec::new();
     for path in paths {
         let bytes = import::read_file(path)?;
         let cx = DecodeContext {
-            catalog: &loaded.config.catalog,
+            catalog,
             cluster_hint: cluster,
             received_at: ProcessingTime::now(),
         };
-        let events = import::decode(format, &bytes, &cx)
-            .with_context(|| format!("{} was not imported", path.display()))?;
-        batches.push((path, events));
+        for chunk in import::decode_chunks(format, &bytes, &cx, CHUNK) {
+            chunk.with_context(|| format!("{} was not imported", path.display()))?;
+        }
+        files.push((path, bytes));
     }
     if let Some(settings) = loaded.config.kafka.settings()? {
         causeway_connectors::kafka::ensure_topics(&settings).await?;
         let log = causeway_connectors::kafka::KafkaEventLog::new(&settings)?;
         let mut total = 0;
-        for (path, events) in batches {
-            let n = events.len();
-            for chunk in events.chunks(10_000) {
-                causeway_connectors::EventLog::append(&log, chunk.to_vec()).await?;
+        for (path, bytes) in &files {
+            let cx = DecodeContext {
+                catalog,
+                cluster_hint: cluster,
+                received_at: ProcessingTime::now(),
+            };
+            let mut n = 0;
+            for chunk in import::decode_chunks(format, bytes, &cx, CHUNK) {
+                let events = chunk?;
+                n += events.len();
+                causeway_connectors::EventLog::append(&log, events).await?;
             }
             println!("{}: {n} events", path.display());
             total += n;
@@ -66,10 +81,17 @@ pub(crate) async fn run(
     let mut running = app::start(&loaded, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let mut total = 0;
     let result = async {
-        for (path, events) in batches {
-            let n = events.len();
-            for chunk in events.chunks(10_000) {
-                running.append(chunk.to_vec()).await?;
+        for (path, bytes) in &files {
+            let cx = DecodeContext {
+                catalog,
+                cluster_hint: cluster,
+                received_at: ProcessingTime::now(),
+            };
+            let mut n = 0;
+            for chunk in import::decode_chunks(format, bytes, &cx, CHUNK) {
+                let events = chunk?;
+                n += events.len();
+                running.append(events).await?;
             }
             println!("{}: {n} events", path.display());
             total += n;

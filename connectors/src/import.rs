@@ -2,6 +2,8 @@
 //!
 //! A file is decoded whole before anything is appended, so a bad line refuses the
 //! file with its line number and appends nothing. `.gz` files are decompressed.
+//! [`decode_chunks`] decodes a chunk at a time, so an importer can check every
+//! line first and then append without holding every decoded event at once.
 
 use std::io::Read;
 use std::path::Path;
@@ -51,14 +53,60 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// Decodes a whole file's bytes; all or nothing.
 pub fn decode(format: ImportFormat, bytes: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
-    match format {
-        ImportFormat::Cloudtrail => cloudtrail::decode(bytes, cx),
-        ImportFormat::Focus => cost::decode_focus_csv(bytes, cx),
-        ImportFormat::K8sAudit => {
-            lines(bytes, |line| k8s_audit::decode(line, cx).map(|d| d.events))
-        }
-        ImportFormat::Events => lines(bytes, |line| cloudevents::decode(line, cx)),
+    let mut out = Vec::new();
+    for chunk in decode_chunks(format, bytes, cx, usize::MAX) {
+        out.extend(chunk?);
     }
+    Ok(out)
+}
+
+/// A line decoder of a JSON-lines format.
+type LineDecode = fn(&[u8], &DecodeContext<'_>) -> Result<Vec<Event>>;
+
+/// A file's events, decoded as the iterator advances: JSON-lines formats in
+/// chunks of at least `chunk` events (a line's events are never split), CloudTrail
+/// and FOCUS documents in one. The first bad line ends the iteration with its
+/// error, naming the line.
+pub fn decode_chunks<'a>(
+    format: ImportFormat,
+    bytes: &'a [u8],
+    cx: &'a DecodeContext<'a>,
+    chunk: usize,
+) -> Box<dyn Iterator<Item = Result<Vec<Event>>> + 'a> {
+    let decode_line: LineDecode = match format {
+        ImportFormat::Cloudtrail => {
+            return Box::new(std::iter::once(cloudtrail::decode(bytes, cx)));
+        }
+        ImportFormat::Focus => {
+            return Box::new(std::iter::once(cost::decode_focus_csv(bytes, cx)));
+        }
+        ImportFormat::K8sAudit => |line, cx| k8s_audit::decode(line, cx).map(|d| d.events),
+        ImportFormat::Events => cloudevents::decode,
+    };
+    let mut lines = bytes.split(|b| *b == b'\n').enumerate();
+    let mut failed = false;
+    Box::new(std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, line) in lines.by_ref() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match decode_line(line, cx) {
+                Ok(events) => out.extend(events),
+                Err(e) => {
+                    failed = true;
+                    return Some(Err(e.at(&format!("line {}", i + 1))));
+                }
+            }
+            if out.len() >= chunk {
+                return Some(Ok(out));
+            }
+        }
+        (!out.is_empty()).then_some(Ok(out))
+    }))
 }
 
 /// Request bodies for sending a file's content to a receiver in chunks of at most
@@ -94,17 +142,6 @@ pub fn bodies(format: ImportFormat, bytes: &[u8], chunk: usize) -> Result<Vec<Ve
             .map(|c| format!("[{}]", c.join(",")).into_bytes())
             .collect(),
     })
-}
-
-fn lines(bytes: &[u8], mut decode: impl FnMut(&[u8]) -> Result<Vec<Event>>) -> Result<Vec<Event>> {
-    let mut out = Vec::new();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        out.extend(decode(line).map_err(|e| e.at(&format!("line {}", i + 1)))?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -153,5 +190,51 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn chunks_hold_whole_lines_and_stop_at_the_first_bad_one() {
+        let catalog = Catalog::default();
+        let cx = DecodeContext {
+            catalog: &catalog,
+            cluster_hint: None,
+            received_at: ProcessingTime::from_micros(0),
+        };
+        let line = |i: usize| {
+            let e = causeway_rules::Event {
+                id: causeway_rules::Event::derive_id("test", &i.to_string(), "firing"),
+                source: "test".into(),
+                source_event_id: i.to_string(),
+                kind: causeway_rules::EventKind::Alert,
+                time: causeway_rules::EventTime::from_micros(i64::try_from(i).expect("small")),
+                ingested_at: ProcessingTime::from_micros(0),
+                scope: "prod".into(),
+                entity: "checkout".into(),
+                severity: causeway_rules::Severity::Warning,
+                status: "firing".into(),
+                summary: format!("event {i}"),
+                attributes: Default::default(),
+                raw: "{}".into(),
+            };
+            e.to_cloudevent_json()
+        };
+        let file: String = (0..7).map(|i| line(i) + "\n").collect();
+        let sizes: Vec<usize> = decode_chunks(ImportFormat::Events, file.as_bytes(), &cx, 3)
+            .map(|c| c.expect("chunk").len())
+            .collect();
+        assert_eq!(sizes, [3, 3, 1]);
+        let whole = decode(ImportFormat::Events, file.as_bytes(), &cx).expect("whole");
+        let chunked: Vec<causeway_rules::Event> =
+            decode_chunks(ImportFormat::Events, file.as_bytes(), &cx, 2)
+                .flat_map(|c| c.expect("chunk"))
+                .collect();
+        assert_eq!(chunked, whole);
+
+        let bad = format!("{}{}\nnot json\n{}\n", line(0), "", line(1));
+        let results: Vec<Result<Vec<causeway_rules::Event>>> =
+            decode_chunks(ImportFormat::Events, bad.as_bytes(), &cx, 100).collect();
+        assert_eq!(results.len(), 1, "nothing after the bad line");
+        let err = results[0].as_ref().expect_err("bad line");
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 }
