@@ -57,14 +57,15 @@ pub(crate) async fn run(
         causeway_connectors::kafka::ensure_topics(&settings).await?;
         let log = causeway_connectors::kafka::KafkaEventLog::new(&settings)?;
         let mut total = 0;
-        for (path, bytes) in &files {
+        // By value: a file's bytes go as soon as it is appended.
+        for (path, bytes) in files {
             let cx = DecodeContext {
                 catalog,
                 cluster_hint: cluster,
                 received_at: ProcessingTime::now(),
             };
             let mut n = 0;
-            for chunk in import::decode_chunks(format, bytes, &cx, CHUNK) {
+            for chunk in import::decode_chunks(format, &bytes, &cx, CHUNK) {
                 let events = chunk?;
                 n += events.len();
                 causeway_connectors::EventLog::append(&log, events).await?;
@@ -81,14 +82,15 @@ pub(crate) async fn run(
     let mut running = app::start(&loaded, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let mut total = 0;
     let result = async {
-        for (path, bytes) in &files {
+        // By value: a file's bytes go before correlation catches up.
+        for (path, bytes) in files {
             let cx = DecodeContext {
                 catalog,
                 cluster_hint: cluster,
                 received_at: ProcessingTime::now(),
             };
             let mut n = 0;
-            for chunk in import::decode_chunks(format, bytes, &cx, CHUNK) {
+            for chunk in import::decode_chunks(format, &bytes, &cx, CHUNK) {
                 let events = chunk?;
                 n += events.len();
                 running.append(events).await?;
