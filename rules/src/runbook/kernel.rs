@@ -701,7 +701,10 @@ impl Kernel {
         let mut e = halt.alert;
         e.status = "resolved".into();
         e.id = Event::derive_id(&e.source, &e.source_event_id, &e.status);
-        e.time = e.time.max(EventTime::from_micros(now.as_micros()));
+        // In event time, just after the firing: a human's resume has no event time,
+        // and the wall clock here would move the `causeway` source's watermark ahead
+        // of every other source, leaving every later event too late to correlate.
+        e.time = e.time.plus(Duration::from_secs(1));
         e.ingested_at = now;
         e.summary = format!("runbook {runbook} resumed (halted since {})", halt.since);
         out.events.push(e);

@@ -648,14 +648,23 @@ fn resume_clears_the_halt_and_resolves_the_self_alert() {
     }
     assert!(k.is_halted("rollback-deploy"));
     assert_eq!(k.halted().count(), 1);
-    let out = k.resume("rollback-deploy", now(100)).expect("resume");
+    // Resumed a day of processing time later: the resolution stays in event time.
+    let out = k
+        .resume("rollback-deploy", now(100 + 86_400))
+        .expect("resume");
     assert!(!k.is_halted("rollback-deploy"));
     assert_eq!(out.events.len(), 1);
     let resolved = &out.events[0];
     assert_eq!(resolved.status, "resolved");
     assert_eq!(resolved.source_event_id, fired[0].source_event_id);
     assert_ne!(resolved.id, fired[0].id);
-    assert!(resolved.time >= fired[0].time);
+    assert!(resolved.time > fired[0].time);
+    assert!(
+        resolved.time <= fired[0].time.plus(Duration::from_secs(60)),
+        "not the wall clock: {} after {}",
+        resolved.time.to_rfc3339(),
+        fired[0].time.to_rfc3339()
+    );
 
     // Within the same window, a new incident triggers again.
     let out = k.on_incident(&ctx(10, 1, IncidentState::Open), now(101));
