@@ -10,7 +10,7 @@ use super::spec::{ActionClass, BudgetScope, Mode, RunbookSpec, Target};
 use super::template::{RenderError, render_text};
 use crate::correlate::{IncidentState, IncidentVersion};
 use crate::event::{Event, EventKind, Severity};
-use crate::time::{EventTime, ProcessingTime};
+use crate::time::ProcessingTime;
 use crate::{Error, Result, id};
 
 /// `alertname` of the event a runbook's budget exhaustion emits.
