@@ -155,7 +155,8 @@ struct Checkpoint {
     sidecar: Vec<u8>,
 }
 
-const CHECKPOINT_VERSION: u32 = 4;
+/// 5: the correlator snapshot inside it moved to version 2 (compact pending events).
+const CHECKPOINT_VERSION: u32 = 5;
 
 #[derive(Debug)]
 struct PartitionState {
