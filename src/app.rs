@@ -272,14 +272,9 @@ impl Running {
             .unwrap_or(0)
     }
 
-    /// Appends events to the event log directly (file import).
-    pub(crate) async fn append(&self, events: Vec<causeway_rules::Event>) -> anyhow::Result<()> {
-        let log = self
-            .log
-            .as_ref()
-            .context("the event log is already closed")?;
-        log.append(events).await?;
-        Ok(())
+    /// The event log's write side, to append to it directly (file import).
+    pub(crate) fn event_log(&self) -> anyhow::Result<Arc<dyn EventLog>> {
+        self.log.clone().context("the event log is already closed")
     }
 
     /// Waits until the engine has read the whole log, released every buffered

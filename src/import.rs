@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use causeway_connectors::EventLog;
 use causeway_connectors::client::HttpPoster;
 use causeway_connectors::decode::DecodeContext;
 use causeway_connectors::import::{self, ImportFormat};
-use causeway_rules::ProcessingTime;
+use causeway_rules::{Catalog, ProcessingTime};
 
 use crate::app;
 use crate::config::Config;
@@ -56,23 +57,7 @@ pub(crate) async fn run(
     if let Some(settings) = loaded.config.kafka.settings()? {
         causeway_connectors::kafka::ensure_topics(&settings).await?;
         let log = causeway_connectors::kafka::KafkaEventLog::new(&settings)?;
-        let mut total = 0;
-        // By value: a file's bytes go as soon as it is appended.
-        for (path, bytes) in files {
-            let cx = DecodeContext {
-                catalog,
-                cluster_hint: cluster,
-                received_at: ProcessingTime::now(),
-            };
-            let mut n = 0;
-            for chunk in import::decode_chunks(format, &bytes, &cx, CHUNK) {
-                let events = chunk?;
-                n += events.len();
-                causeway_connectors::EventLog::append(&log, events).await?;
-            }
-            println!("{}: {n} events", path.display());
-            total += n;
-        }
+        let total = append_files(files, format, catalog, cluster, &log).await?;
         println!(
             "produced {total} events to {}; the engines of group {} correlate them",
             settings.topics.events, settings.group_id
@@ -80,38 +65,51 @@ pub(crate) async fn run(
         return Ok(());
     }
     let mut running = app::start(&loaded, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let mut total = 0;
     let result = async {
-        // By value: a file's bytes go before correlation catches up.
-        for (path, bytes) in files {
-            let cx = DecodeContext {
-                catalog,
-                cluster_hint: cluster,
-                received_at: ProcessingTime::now(),
-            };
-            let mut n = 0;
-            for chunk in import::decode_chunks(format, &bytes, &cx, CHUNK) {
-                let events = chunk?;
-                n += events.len();
-                running.append(events).await?;
-            }
-            println!("{}: {n} events", path.display());
-            total += n;
-        }
+        let log = running.event_log()?;
+        let total = append_files(files, format, catalog, cluster, log.as_ref()).await?;
         if !running.wait_quiescent(Duration::from_secs(600)).await {
             bail!("correlation did not finish within 10 minutes; it resumes at the next start");
         }
-        Ok(())
+        Ok(total)
     }
     .await;
     let shutdown = running.shutdown().await;
-    result?;
+    let total = result?;
     shutdown?;
     println!(
         "imported {total} events into {}; query them with causeway sql",
         loaded.config.data_dir.display()
     );
     Ok(())
+}
+
+/// Decodes each checked file again, a chunk at a time, and appends it to `log`;
+/// a file's bytes go as soon as it is appended. Returns the events appended.
+async fn append_files(
+    files: Vec<(&PathBuf, Vec<u8>)>,
+    format: ImportFormat,
+    catalog: &Catalog,
+    cluster: Option<&str>,
+    log: &dyn EventLog,
+) -> anyhow::Result<usize> {
+    let mut total = 0;
+    for (path, bytes) in files {
+        let cx = DecodeContext {
+            catalog,
+            cluster_hint: cluster,
+            received_at: ProcessingTime::now(),
+        };
+        let mut n = 0;
+        for chunk in import::decode_chunks(format, &bytes, &cx, CHUNK) {
+            let events = chunk?;
+            n += events.len();
+            log.append(events).await?;
+        }
+        println!("{}: {n} events", path.display());
+        total += n;
+    }
+    Ok(total)
 }
 
 async fn post(
