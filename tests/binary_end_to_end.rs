@@ -8,39 +8,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Instance, count, eventually, free_port, post, sql, start_with};
+use common::{
+    Instance, alert, alertmanager, checkout_config, count, deployment_status, eventually,
+    free_port, post, sql, start_with,
+};
 use serde_json::{Value, json};
 
 async fn start(dir: &Path, port: u16) -> Instance {
-    let config = format!(
-        "version: 1\ndata_dir: {}\nserver:\n  listen: 127.0.0.1:{port}\nengine:\n  commit_interval: 200ms\n  watermark:\n    idle_timeout: 500ms\n    default: {{delay: 5s, allowed_lateness: 10m}}\ncatalog:\n  default_cluster: prod\n  environments: {{production: prod}}\n  services:\n    - name: checkout\n      namespace: shop\n      repos: [acme/checkout-service]\n",
-        dir.join("data").display()
-    );
-    start_with(dir, port, &config).await
-}
-
-fn deployment_status(t: &str) -> Value {
-    json!({
-        "action": "created",
-        "deployment_status": {"id": 501, "state": "success", "environment": "production",
-            "creator": {"login": "bot"}, "created_at": t, "target_url": ""},
-        "deployment": {"id": 50, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "main",
-            "environment": "production", "creator": {"login": "alice"}, "created_at": t},
-        "repository": {"full_name": "acme/checkout-service", "html_url": "https://github.example/acme/checkout-service"}
-    })
-}
-
-fn alertmanager(alerts: Vec<Value>) -> Value {
-    json!({"version": "4", "status": "firing", "receiver": "causeway", "groupKey": "{}:{}",
-           "externalURL": "http://am:9093", "groupLabels": {}, "commonLabels": {},
-           "commonAnnotations": {}, "truncatedAlerts": 0, "alerts": alerts})
-}
-
-fn alert(name: &str, pod: &str, starts: &str) -> Value {
-    json!({"status": "firing",
-           "labels": {"alertname": name, "namespace": "shop", "pod": pod, "severity": "critical"},
-           "annotations": {"summary": format!("{name} on checkout")},
-           "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph"})
+    start_with(dir, port, &checkout_config(&dir.join("data"), port, "")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, post, sql, start_with_env};
+use common::{
+    alert, alertmanager, checkout_config, deployment_status, eventually, free_port, post, sql,
+    start_with_env,
+};
 use futures::TryStreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CREDENTIALS: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "causeway-test"),
@@ -32,13 +35,6 @@ fn s3(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn config(data_dir: &Path, port: u16, history: &str) -> String {
-    format!(
-        "version: 1\ndata_dir: {}\nserver:\n  listen: 127.0.0.1:{port}\nengine:\n  commit_interval: 200ms\n  watermark:\n    idle_timeout: 500ms\n    default: {{delay: 5s, allowed_lateness: 10m}}\n{history}catalog:\n  default_cluster: prod\n  environments: {{production: prod}}\n  services:\n    - name: checkout\n      namespace: shop\n      repos: [acme/checkout-service]\n",
-        data_dir.display()
-    )
-}
-
 fn causeway(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(args)
@@ -48,28 +44,8 @@ fn causeway(args: &[&str]) -> Output {
         .expect("run causeway")
 }
 
-fn deployment_status(t: &str) -> Value {
-    json!({
-        "action": "created",
-        "deployment_status": {"id": 901, "state": "success", "environment": "production",
-            "creator": {"login": "bot"}, "created_at": t, "target_url": ""},
-        "deployment": {"id": 90, "sha": "89abcdef0123456789abcdef0123456789abcdef", "ref": "main",
-            "environment": "production", "creator": {"login": "alice"}, "created_at": t},
-        "repository": {"full_name": "acme/checkout-service", "html_url": "https://github.example/acme/checkout-service"}
-    })
-}
-
 fn alerts(name: &str, starts: &str) -> String {
-    json!({"version": "4", "status": "firing", "receiver": "causeway", "groupKey": "{}:{}",
-           "externalURL": "http://am:9093", "groupLabels": {}, "commonLabels": {},
-           "commonAnnotations": {}, "truncatedAlerts": 0, "alerts": [{
-               "status": "firing",
-               "labels": {"alertname": name, "namespace": "shop",
-                          "pod": "checkout-7d9f8b6c5d-x2k4q", "severity": "critical"},
-               "annotations": {"summary": format!("{name} on checkout")},
-               "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
-               "generatorURL": "http://prom/graph"}]})
-    .to_string()
+    alertmanager(vec![alert(name, "checkout-7d9f8b6c5d-x2k4q", starts)]).to_string()
 }
 
 /// Stops the instance with SIGTERM (its final commit) and waits for it.
@@ -127,7 +103,7 @@ async fn history_in_an_s3_bucket_is_written_queried_replayed_and_resumed() {
     let inst = start_with_env(
         dir.path(),
         port,
-        &config(&data, port, &history),
+        &checkout_config(&data, port, &history),
         &CREDENTIALS,
     )
     .await;
@@ -226,7 +202,11 @@ async fn history_in_an_s3_bucket_is_written_queried_replayed_and_resumed() {
 
     // The same data dir without history.url is refused, naming the bucket.
     let port2 = free_port();
-    std::fs::write(dir.path().join("local.yaml"), config(&data, port2, "")).expect("config");
+    std::fs::write(
+        dir.path().join("local.yaml"),
+        checkout_config(&data, port2, ""),
+    )
+    .expect("config");
     let local_yaml = dir.path().join("local.yaml");
     let out = causeway(&["run", "--config", local_yaml.to_str().expect("utf-8")]);
     assert!(!out.status.success(), "a data dir cannot lose its history");
@@ -241,7 +221,7 @@ async fn history_in_an_s3_bucket_is_written_queried_replayed_and_resumed() {
     let inst = start_with_env(
         dir.path(),
         port3,
-        &config(&data, port3, &history),
+        &checkout_config(&data, port3, &history),
         &CREDENTIALS,
     )
     .await;

@@ -105,3 +105,40 @@ pub(crate) async fn eventually(base: &str, query: &str, want: i64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A config for `causeway run` in `data_dir` on `port`: quick commits and
+/// watermarks, a `checkout` service in `shop` deployed from
+/// `acme/checkout-service`; `extra` (whole YAML sections) goes before `catalog:`.
+pub(crate) fn checkout_config(data_dir: &Path, port: u16, extra: &str) -> String {
+    format!(
+        "version: 1\ndata_dir: {}\nserver:\n  listen: 127.0.0.1:{port}\nengine:\n  commit_interval: 200ms\n  watermark:\n    idle_timeout: 500ms\n    default: {{delay: 5s, allowed_lateness: 10m}}\n{extra}catalog:\n  default_cluster: prod\n  environments: {{production: prod}}\n  services:\n    - name: checkout\n      namespace: shop\n      repos: [acme/checkout-service]\n",
+        data_dir.display()
+    )
+}
+
+/// A GitHub `deployment_status` webhook: checkout deployed to production at `t`.
+pub(crate) fn deployment_status(t: &str) -> Value {
+    json!({
+        "action": "created",
+        "deployment_status": {"id": 501, "state": "success", "environment": "production",
+            "creator": {"login": "bot"}, "created_at": t, "target_url": ""},
+        "deployment": {"id": 50, "sha": "0123456789abcdef0123456789abcdef01234567", "ref": "main",
+            "environment": "production", "creator": {"login": "alice"}, "created_at": t},
+        "repository": {"full_name": "acme/checkout-service", "html_url": "https://github.example/acme/checkout-service"}
+    })
+}
+
+/// An Alertmanager v4 webhook carrying `alerts`.
+pub(crate) fn alertmanager(alerts: Vec<Value>) -> Value {
+    json!({"version": "4", "status": "firing", "receiver": "causeway", "groupKey": "{}:{}",
+           "externalURL": "http://am:9093", "groupLabels": {}, "commonLabels": {},
+           "commonAnnotations": {}, "truncatedAlerts": 0, "alerts": alerts})
+}
+
+/// A firing critical alert `name` on a checkout pod since `starts`.
+pub(crate) fn alert(name: &str, pod: &str, starts: &str) -> Value {
+    json!({"status": "firing",
+           "labels": {"alertname": name, "namespace": "shop", "pod": pod, "severity": "critical"},
+           "annotations": {"summary": format!("{name} on checkout")},
+           "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph"})
+}
