@@ -473,7 +473,9 @@ struct State {
     instant: Option<EventTime>,
     /// The reorder buffer; sorted by `(time, order, id)` when `pending_sorted`
     /// (events mostly arrive in order, so appending keeps it sorted).
-    pending: Vec<Pending>,
+    /// A deque: released from the front, appended at the back, its capacity kept
+    /// across watermark steps (a `Vec` split at each step copied the rest).
+    pending: VecDeque<Pending>,
     pending_sorted: bool,
     /// Remembered ids, with the time after which a copy would be too late anyway.
     seen: FxHashMap<EventId, EventTime>,
@@ -850,7 +852,7 @@ impl Correlator {
         }
         self.state.seen.insert(row.id, expiry);
         let p = self.pending_of(row, status, alert_key);
-        if self.state.pending.last().is_some_and(|last| *last > p) {
+        if self.state.pending.back().is_some_and(|last| *last > p) {
             self.state.pending_sorted = false;
         }
         // Grown by a quarter, not doubled: a doubled buffer holds up to half its
@@ -859,7 +861,7 @@ impl Correlator {
         if pending.len() == pending.capacity() {
             pending.reserve_exact((pending.len() / 4).max(1024));
         }
-        pending.push(p);
+        pending.push_back(p);
         if self.state.pending.len() > self.config.max_buffered {
             self.enforce_cap(out);
         }
@@ -963,7 +965,7 @@ impl Correlator {
     fn sort_pending(&mut self) {
         if !self.state.pending_sorted {
             // Adaptive: a sorted run plus a few stragglers sorts in about O(n).
-            self.state.pending.sort();
+            self.state.pending.make_contiguous().sort();
             self.state.pending_sorted = true;
         }
     }
@@ -972,8 +974,7 @@ impl Correlator {
     fn take_first_pending(&mut self, k: usize) -> Vec<Pending> {
         self.sort_pending();
         let k = k.min(self.state.pending.len());
-        let rest = self.state.pending.split_off(k);
-        std::mem::replace(&mut self.state.pending, rest)
+        self.state.pending.drain(..k).collect()
     }
 
     /// Applies an event the watermark released: versions of the previous instant
@@ -2026,8 +2027,8 @@ impl Correlator {
         let Some(inc) = self.state.incidents.get_mut(&seq) else {
             return;
         };
-        inc.deadline = None;
         if inc.state == IncidentState::Resolved {
+            inc.deadline = None;
             return;
         }
         let expiry = inc.opened_at.plus(inc.max_duration);
@@ -2036,6 +2037,10 @@ impl Correlator {
         } else {
             expiry
         };
+        // Unchanged (a firing incident's expiry): its heap entry is still current.
+        if inc.deadline == Some(d) {
+            return;
+        }
         inc.deadline = Some(d);
         self.state.deadlines.push(Reverse((d, seq)));
     }
