@@ -347,6 +347,7 @@ async fn engine_loop(
     let mut last_commit = Instant::now();
     let mut last_maintenance = Instant::now();
     let mut clock = causeway_engine::LogClock::default();
+    let mut more = false;
     loop {
         if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
             tokio::task::block_in_place(|| maintain_history(&engine, l.retention));
@@ -354,7 +355,7 @@ async fn engine_loop(
         }
         let records = tokio::select! {
             _ = l.cancel.cancelled() => break,
-            r = consumer.poll(POLL_MAX, Duration::from_millis(250)) => r.context("reading the event log")?,
+            r = consumer.poll(POLL_MAX, poll_wait(more)) => r.context("reading the event log")?,
         };
         let now = ProcessingTime::now();
         let records = positioned(records);
@@ -363,13 +364,14 @@ async fn engine_loop(
         l.enricher.observe(records.iter().map(|(_, e)| e));
         let out = tokio::task::block_in_place(|| engine.process(records, log_now))
             .context("correlating events")?;
+        more = out.more;
         l.actions.on_output(&out, now);
         let (_, own) = l.actions.flush(&mut engine)?;
         if !own.is_empty() {
             // The receiver lives as long as the log; a closed one means shutdown.
             let _ = l.own_events.send(own);
         }
-        if engine.is_dirty() && last_commit.elapsed() >= l.commit_interval {
+        if engine.commit_due(last_commit.elapsed(), l.commit_interval) {
             match tokio::task::block_in_place(|| engine.commit()) {
                 Ok(()) => l.healthy.store(true, Ordering::Relaxed),
                 Err(error) => {
@@ -391,6 +393,16 @@ async fn engine_loop(
 
 /// Most records one read of the log returns; a full read means more is waiting.
 pub(crate) const POLL_MAX: usize = 4096;
+
+/// How long a read of the log waits for records: not at all while the engine's
+/// watermark still has buffered events to release (see `Engine::tick`).
+pub(crate) fn poll_wait(more: bool) -> Duration {
+    if more {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(250)
+    }
+}
 
 /// How often history maintenance (compaction, retention) runs.
 pub(crate) const MAINTENANCE_EVERY: Duration = Duration::from_secs(300);

@@ -281,6 +281,7 @@ impl KafkaEngine {
         let mut last_commit = Instant::now();
         let mut last_maintenance = Instant::now();
         let mut clock = causeway_engine::LogClock::default();
+        let mut more = false;
         while !cancel.is_cancelled() {
             if last_maintenance.elapsed() >= crate::app::MAINTENANCE_EVERY {
                 crate::app::maintain_history(&self.lock()?.engine, retention);
@@ -288,7 +289,7 @@ impl KafkaEngine {
             }
             let records = self
                 .consumer
-                .poll(crate::app::POLL_MAX, Duration::from_millis(250))
+                .poll(crate::app::POLL_MAX, crate::app::poll_wait(more))
                 .context("reading causeway.events")?;
             let now = ProcessingTime::now();
             let records = crate::app::positioned(records);
@@ -300,10 +301,14 @@ impl KafkaEngine {
                 .engine
                 .process(records, log_now)
                 .context("correlating events")?;
+            more = out.more;
             core.emit(&out)?;
             core.emit_actions(&out, now)?;
             let mut commit = None;
-            if core.engine.is_dirty() && last_commit.elapsed() >= commit_interval {
+            if core
+                .engine
+                .commit_due(last_commit.elapsed(), commit_interval)
+            {
                 let owned = core.engine.owned_partitions();
                 // A failure here stops the engine: the offsets behind unacknowledged
                 // output must not be committed, and a restart replays from the last

@@ -3,9 +3,10 @@
 //! A file is decoded whole before anything is appended, so a bad line refuses the
 //! file with its line number and appends nothing. `.gz` files are decompressed.
 //! [`decode_chunks`] decodes a chunk at a time, so an importer can check every
-//! line first and then append without holding every decoded event at once.
+//! line first and then append without holding every decoded event at once;
+//! [`decode_file_chunks`] does so reading the file as it goes.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use causeway_rules::Event;
@@ -63,6 +64,27 @@ pub fn decode(format: ImportFormat, bytes: &[u8], cx: &DecodeContext<'_>) -> Res
 /// A line decoder of a JSON-lines format.
 type LineDecode = fn(&[u8], &DecodeContext<'_>) -> Result<Vec<Event>>;
 
+/// The line decoder of a JSON-lines format; `None` for whole documents.
+fn line_decoder(format: ImportFormat) -> Option<LineDecode> {
+    match format {
+        ImportFormat::Cloudtrail | ImportFormat::Focus => None,
+        ImportFormat::K8sAudit => Some(|line, cx| k8s_audit::decode(line, cx).map(|d| d.events)),
+        ImportFormat::Events => Some(cloudevents::decode),
+    }
+}
+
+/// A whole document (CloudTrail, FOCUS) decoded at once.
+fn decode_document(
+    format: ImportFormat,
+    bytes: &[u8],
+    cx: &DecodeContext<'_>,
+) -> Result<Vec<Event>> {
+    match format {
+        ImportFormat::Cloudtrail => cloudtrail::decode(bytes, cx),
+        _ => cost::decode_focus_csv(bytes, cx),
+    }
+}
+
 /// A file's events, decoded as the iterator advances: JSON-lines formats in
 /// chunks of at least `chunk` events (a line's events are never split), CloudTrail
 /// and FOCUS documents in one. The first bad line ends the iteration with its
@@ -73,32 +95,72 @@ pub fn decode_chunks<'a>(
     cx: &'a DecodeContext<'a>,
     chunk: usize,
 ) -> Box<dyn Iterator<Item = Result<Vec<Event>>> + 'a> {
-    let decode_line: LineDecode = match format {
-        ImportFormat::Cloudtrail => {
-            return Box::new(std::iter::once(cloudtrail::decode(bytes, cx)));
-        }
-        ImportFormat::Focus => {
-            return Box::new(std::iter::once(cost::decode_focus_csv(bytes, cx)));
-        }
-        ImportFormat::K8sAudit => |line, cx| k8s_audit::decode(line, cx).map(|d| d.events),
-        ImportFormat::Events => cloudevents::decode,
+    match line_decoder(format) {
+        None => Box::new(std::iter::once(decode_document(format, bytes, cx))),
+        Some(decode_line) => Box::new(line_chunks(
+            decode_line,
+            bytes.split(|b| *b == b'\n').map(Ok),
+            cx,
+            chunk,
+        )),
+    }
+}
+
+/// [`decode_chunks`] over a file read as the iterator advances: a JSON-lines
+/// file (`.gz` too) is never held whole, so importing a large one takes memory
+/// for a chunk, not for the file. Documents are read whole.
+pub fn decode_file_chunks<'a>(
+    format: ImportFormat,
+    path: &'a Path,
+    cx: &'a DecodeContext<'a>,
+    chunk: usize,
+) -> Result<Box<dyn Iterator<Item = Result<Vec<Event>>> + 'a>> {
+    let Some(decode_line) = line_decoder(format) else {
+        let bytes = read_file(path)?;
+        return Ok(Box::new(std::iter::once(decode_document(
+            format, &bytes, cx,
+        ))));
     };
-    let mut lines = bytes.split(|b| *b == b'\n').enumerate();
+    let file = std::fs::File::open(path).map_err(Error::io("open", path))?;
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
+    let lines = reader
+        .split(b'\n')
+        .map(move |l| l.map_err(Error::io("read", path)));
+    Ok(Box::new(line_chunks(decode_line, lines, cx, chunk)))
+}
+
+/// Decodes lines into chunks of at least `chunk` events, stopping at the first
+/// bad line (named by its number) or read error.
+fn line_chunks<'a, L: AsRef<[u8]>>(
+    decode_line: LineDecode,
+    lines: impl Iterator<Item = Result<L>> + 'a,
+    cx: &'a DecodeContext<'a>,
+    chunk: usize,
+) -> impl Iterator<Item = Result<Vec<Event>>> + 'a {
+    let mut lines = lines.enumerate();
     let mut failed = false;
-    Box::new(std::iter::from_fn(move || {
+    std::iter::from_fn(move || {
         if failed {
             return None;
         }
         let mut out = Vec::new();
         for (i, line) in lines.by_ref() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match decode_line(line, cx) {
+            let decoded = line.and_then(|line| {
+                let line = line.as_ref();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Vec::new());
+                }
+                decode_line(line, cx).map_err(|e| e.at(&format!("line {}", i + 1)))
+            });
+            match decoded {
                 Ok(events) => out.extend(events),
                 Err(e) => {
                     failed = true;
-                    return Some(Err(e.at(&format!("line {}", i + 1))));
+                    return Some(Err(e));
                 }
             }
             if out.len() >= chunk {
@@ -106,7 +168,7 @@ pub fn decode_chunks<'a>(
             }
         }
         (!out.is_empty()).then_some(Ok(out))
-    }))
+    })
 }
 
 /// Request bodies for sending a file's content to a receiver in chunks of at most
@@ -230,7 +292,35 @@ mod tests {
                 .collect();
         assert_eq!(chunked, whole);
 
+        // Read from a file as it goes, plain and gzipped: the same chunks.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = dir.path().join("events.jsonl");
+        std::fs::write(&plain, &file).expect("write");
+        let gzipped = dir.path().join("events.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(file.as_bytes()).expect("gz");
+        std::fs::write(&gzipped, gz.finish().expect("gz")).expect("write");
+        for path in [&plain, &gzipped] {
+            let from_file: Vec<Vec<causeway_rules::Event>> =
+                decode_file_chunks(ImportFormat::Events, path, &cx, 3)
+                    .expect("open")
+                    .map(|c| c.expect("chunk"))
+                    .collect();
+            assert_eq!(
+                from_file.iter().map(Vec::len).collect::<Vec<_>>(),
+                [3, 3, 1]
+            );
+            assert_eq!(from_file.concat(), whole);
+        }
+
         let bad = format!("{}{}\nnot json\n{}\n", line(0), "", line(1));
+        let bad_path = dir.path().join("bad.jsonl");
+        std::fs::write(&bad_path, &bad).expect("write");
+        let err = decode_file_chunks(ImportFormat::Events, &bad_path, &cx, 100)
+            .expect("open")
+            .find_map(Result::err)
+            .expect("bad line");
+        assert!(err.to_string().contains("line 2"), "{err}");
         let results: Vec<Result<Vec<causeway_rules::Event>>> =
             decode_chunks(ImportFormat::Events, bad.as_bytes(), &cx, 100).collect();
         assert_eq!(results.len(), 1, "nothing after the bad line");

@@ -81,6 +81,8 @@ pub struct EngineOutput {
     pub enrichment: Vec<Option<Arc<str>>>,
     /// Where each version was cut in `edges` (see `causeway_rules::Output`).
     pub edge_marks: Vec<usize>,
+    /// The watermark may release more than this output: tick again now.
+    pub more: bool,
 }
 
 /// Adds what a responder needs to an incident version before it is recorded and
@@ -116,6 +118,7 @@ impl EngineOutput {
             .extend(other.edge_marks.into_iter().map(|m| m + offset));
         self.too_late.extend(other.too_late);
         self.enrichment.extend(other.enrichment);
+        self.more |= other.more;
     }
 }
 
@@ -157,6 +160,14 @@ struct Checkpoint {
 
 /// 5: the correlator snapshot inside it moved to version 2 (compact pending events).
 const CHECKPOINT_VERSION: u32 = 5;
+
+/// Most buffered events one partition releases per [`Engine::tick`]. A step's
+/// output (versions, evidence, enrichment, their Arrow rows) is a few hundred
+/// bytes per event: this keeps it to tens of MiB.
+pub const RELEASE_STEP: usize = 32_768;
+
+/// Pending history rows (Arrow bytes) that make a commit due before its interval.
+pub const COMMIT_BYTES: usize = 64 << 20;
 
 #[derive(Debug)]
 struct PartitionState {
@@ -638,20 +649,26 @@ impl Engine {
     }
 
     /// Advances each partition's watermark from its clocks (idleness included) and
-    /// applies what it releases.
+    /// applies what it releases: at most [`RELEASE_STEP`] events per partition, so
+    /// a watermark that jumps over a large buffer (an idle source timing out after
+    /// a backfill) is released over several calls, each output handed on and
+    /// recorded before the next instead of all of it held at once. `more` in the
+    /// output says to call again without waiting.
     pub fn tick(&mut self, now: ProcessingTime) -> Result<EngineOutput> {
         let mut out = Output::default();
         let mut totals = StateStats::default();
+        let mut more = false;
         for state in self.partitions.values_mut() {
-            if advance_from_clocks(
+            let step = advance_from_clocks(
                 &mut state.correlator,
                 &state.clocks,
                 &self.watermark,
                 now,
+                RELEASE_STEP,
                 &mut out,
-            ) {
-                self.dirty = true;
-            }
+            );
+            self.dirty |= step.moved;
+            more |= step.more;
             let s = state.correlator.stats();
             metrics::EVICTIONS.with_label_values(&["expired"]).inc_by(
                 s.evicted_expired
@@ -679,7 +696,10 @@ impl Engine {
         metrics::OPEN_KEYS.set(totals.open_keys as i64);
         metrics::REMEMBERED_IDS.set(totals.remembered_ids as i64);
         let enrichment = self.record(&out)?;
-        let mut result = EngineOutput::default();
+        let mut result = EngineOutput {
+            more,
+            ..EngineOutput::default()
+        };
         result.absorb(out, enrichment);
         Ok(result)
     }
@@ -762,6 +782,18 @@ impl Engine {
     /// Whether there is anything to commit.
     pub fn is_dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// Whether to commit now: something is dirty and either `interval` has passed
+    /// since the last commit or the pending history rows reached [`COMMIT_BYTES`]
+    /// (a backlog or a large release must not pile up in memory for a whole
+    /// interval).
+    pub fn commit_due(
+        &self,
+        since_last: std::time::Duration,
+        interval: std::time::Duration,
+    ) -> bool {
+        self.dirty && (since_last >= interval || self.history.pending_bytes() >= COMMIT_BYTES)
     }
 
     /// Commits pending history and the checkpoint, in that order.

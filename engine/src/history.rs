@@ -137,6 +137,17 @@ impl History {
         inner.pending.values().any(|v| !v.is_empty())
     }
 
+    /// Memory held by the pending rows (Arrow buffers).
+    pub fn pending_bytes(&self) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .pending
+            .values()
+            .flatten()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
     /// Writes every pending row as Parquet files of commit `seq`. The caller makes
     /// the commit durable (checkpoint) and then calls [`History::publish`].
     pub fn write_pending(&self, seq: u64) -> Result<Vec<Written>> {

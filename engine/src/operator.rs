@@ -142,20 +142,35 @@ pub fn push_rows(
     }
 }
 
-/// Moves a correlator's watermark to what its clocks allow at `now`.
+/// What one watermark step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The watermark moved.
+    pub moved: bool,
+    /// The clocks allow more than this step released: step again.
+    pub more: bool,
+}
+
+/// Moves a correlator's watermark toward what its clocks allow at `now`,
+/// releasing at most about `max_release` buffered events (`usize::MAX`: all).
 pub fn advance_from_clocks(
     correlator: &mut Correlator,
     clocks: &WatermarkTracker,
     timing: &WatermarkConfig,
     now: ProcessingTime,
+    max_release: usize,
     out: &mut Output,
-) -> bool {
+) -> Step {
     match clocks.watermark(timing, now) {
-        Some(w) if correlator.watermark().is_none_or(|cur| w > cur) => {
+        Some(target) if correlator.watermark().is_none_or(|cur| target > cur) => {
+            let w = correlator.release_bound(target, max_release);
             correlator.advance(w, out);
-            true
+            Step {
+                moved: true,
+                more: w < target,
+            }
         }
-        _ => false,
+        _ => Step::default(),
     }
 }
 
@@ -216,7 +231,14 @@ impl Operator {
             out,
             &mut outcomes,
         );
-        advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+        advance_from_clocks(
+            &mut self.correlator,
+            &self.clocks,
+            &self.timing,
+            now,
+            usize::MAX,
+            out,
+        );
         Ok(outcomes
             .into_iter()
             .map(|o| o.unwrap_or(PushOutcome::Duplicate))
@@ -246,7 +268,14 @@ impl Operator {
             }
             // Time passed since the previous request: idle sources release the
             // watermark before these events are seen.
-            advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+            advance_from_clocks(
+                &mut self.correlator,
+                &self.clocks,
+                &self.timing,
+                now,
+                usize::MAX,
+                out,
+            );
             push_rows(
                 &mut self.correlator,
                 &mut self.clocks,
@@ -258,7 +287,14 @@ impl Operator {
                 out,
                 &mut outcomes,
             );
-            advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+            advance_from_clocks(
+                &mut self.correlator,
+                &self.clocks,
+                &self.timing,
+                now,
+                usize::MAX,
+                out,
+            );
             last = Some(now);
             start = end;
         }
@@ -267,7 +303,14 @@ impl Operator {
 
     /// Lets processing time reach `now` with nothing arriving.
     pub fn tick(&mut self, now: ProcessingTime, out: &mut Output) {
-        advance_from_clocks(&mut self.correlator, &self.clocks, &self.timing, now, out);
+        advance_from_clocks(
+            &mut self.correlator,
+            &self.clocks,
+            &self.timing,
+            now,
+            usize::MAX,
+            out,
+        );
     }
 
     /// Moves the watermark to `w` (never back).

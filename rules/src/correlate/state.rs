@@ -955,6 +955,25 @@ impl Correlator {
         }
     }
 
+    /// How far toward `target` the watermark can move while releasing at most
+    /// about `max_events` buffered events: `target` itself when fewer wait at or
+    /// before it, else the time of the `max_events`-th (its ties come along).
+    /// Advancing in such steps gives the same incidents and versions as one jump
+    /// (versions are cut per instant), with only a step's output in memory at once.
+    pub fn release_bound(&mut self, target: EventTime, max_events: usize) -> EventTime {
+        if max_events == 0 || self.state.pending.len() <= max_events {
+            return target;
+        }
+        self.sort_pending();
+        let watermark = self.state.watermark;
+        match self.state.pending.get(max_events - 1) {
+            // A step must move the watermark (events forced out by the cap may
+            // have left it at the time of the next one).
+            Some(p) if p.time < target && watermark.is_none_or(|w| p.time > w) => p.time,
+            _ => target,
+        }
+    }
+
     /// Takes the buffered events before the first one `ready` rejects, in order.
     fn take_pending(&mut self, ready: impl Fn(&Pending) -> bool) -> Vec<Pending> {
         self.sort_pending();

@@ -974,6 +974,37 @@ mod properties {
             prop_assert_eq!(shuffled, baseline);
         }
 
+        /// Releasing a large buffer in bounded steps ([`Correlator::release_bound`])
+        /// gives exactly the output of one jump, in the same order.
+        #[test]
+        fn releasing_in_bounded_steps_equals_one_jump(
+            events in proptest::collection::vec(arb_event(), 1..60),
+            step in 1usize..8,
+        ) {
+            let mut whole = Harness::deploys();
+            whole.push_all(&events);
+            whole.advance(100_000);
+
+            let mut stepped = Harness::deploys();
+            stepped.push_all(&events);
+            let target = t(100_000);
+            let mut steps = 0;
+            loop {
+                let w = stepped.c.release_bound(target, step);
+                prop_assert!(stepped.c.watermark().is_none_or(|cur| w > cur));
+                stepped.c.advance(w, &mut stepped.out);
+                steps += 1;
+                if w == target {
+                    break;
+                }
+            }
+            prop_assert_eq!(stepped.c.pending_len(), 0);
+            // More distinct event times than `step` cannot go in one step.
+            let times: std::collections::BTreeSet<_> = events.iter().map(|e| e.time).collect();
+            prop_assert!(times.len() <= step || steps > 1);
+            prop_assert_eq!(stepped.out, whole.out);
+        }
+
         /// A snapshot and restore at any point gives the same output as an
         /// uninterrupted run.
         #[test]
@@ -1004,6 +1035,39 @@ mod properties {
             prop_assert_eq!(joined, whole.out);
         }
     }
+}
+
+#[test]
+fn release_bound_stops_at_the_nth_buffered_event() {
+    let mut h = Harness::deploys();
+    let events: Vec<Event> = (0..10)
+        .map(|i| {
+            alert(
+                100 + i * 10,
+                "checkout",
+                "HighErrorRate",
+                "firing",
+                100 + i * 10,
+            )
+        })
+        .collect();
+    // Pushed out of order: the bound is over event time, not arrival.
+    h.push_all(&events[5..]);
+    h.push_all(&events[..5]);
+    assert_eq!(h.c.release_bound(t(10_000), 3), t(120));
+    assert_eq!(
+        h.c.release_bound(t(115), 3),
+        t(115),
+        "the target when nearer"
+    );
+    assert_eq!(
+        h.c.release_bound(t(10_000), 10),
+        t(10_000),
+        "all fit in one step"
+    );
+    h.advance(120);
+    assert_eq!(h.c.pending_len(), 7);
+    assert_eq!(h.c.release_bound(t(10_000), 3), t(150));
 }
 
 #[test]
