@@ -820,7 +820,6 @@ impl Engine {
             partitions,
             sidecar: self.sidecar.clone(),
         };
-        let bytes = postcard::to_stdvec(&cp).map_err(|e| Error::Internal(e.to_string()))?;
         let path = checkpoint_path(&self.data_dir);
         let dir = path
             .parent()
@@ -830,8 +829,18 @@ impl Engine {
         let tmp = path.with_extension("bin.tmp");
         {
             use std::io::Write;
-            let mut f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-            f.write_all(&bytes).map_err(Error::io("write", &tmp))?;
+            // Streamed to the file: the partitions' snapshots are not copied again
+            // into one buffer.
+            let f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+            let mut w = postcard::to_io(&cp, std::io::BufWriter::with_capacity(1 << 20, f))
+                .map_err(|e| Error::Checkpoint {
+                    path: tmp.clone(),
+                    reason: e.to_string(),
+                })?;
+            w.flush().map_err(Error::io("write", &tmp))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
             f.sync_all().map_err(Error::io("sync", &tmp))?;
         }
         fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;

@@ -630,9 +630,14 @@ impl Correlator {
 
     /// Serializes the whole state for a checkpoint (compact binary).
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        let state = postcard::to_stdvec(&self.state).map_err(|e| Error::InvalidState {
+        let invalid = |e: postcard::Error| Error::InvalidState {
             reason: e.to_string(),
-        })?;
+        };
+        // Sized first (a pass that allocates nothing): a large state, such as a
+        // full reorder buffer, is then written once into an exact buffer instead
+        // of through a doubling one (up to twice its size, and the copies).
+        let size = postcard::experimental::serialized_size(&self.state).map_err(invalid)?;
+        let state = postcard::to_extend(&self.state, Vec::with_capacity(size)).map_err(invalid)?;
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
             rules: self
@@ -642,9 +647,8 @@ impl Correlator {
                 .collect(),
             state: state.into(),
         };
-        postcard::to_stdvec(&snap).map_err(|e| Error::InvalidState {
-            reason: e.to_string(),
-        })
+        let size = postcard::experimental::serialized_size(&snap).map_err(invalid)?;
+        postcard::to_extend(&snap, Vec::with_capacity(size)).map_err(invalid)
     }
 
     /// Restores a state written by [`Correlator::snapshot`]. A snapshot of another
