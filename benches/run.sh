@@ -18,7 +18,10 @@ python3 -c 'import duckdb' 2>/dev/null ||
 cargo build --release --bin causeway -p causeway -p causeway-benches --bins
 
 if [[ "$what" == all || "$what" == criterion ]]; then
-  cargo bench -p causeway-benches -- --warm-up-time 3 --measurement-time 10 2>&1 |
+  # The root package is selected too so the benches resolve the same dependency
+  # features as the release binaries above and reuse their build (`-p
+  # causeway-benches` alone rebuilds DataFusion, ~45 min here).
+  cargo bench --profile release -p causeway -p causeway-benches --benches -- --warm-up-time 3 --measurement-time 10 2>&1 |
     tee "target/criterion-$(date -u +%Y%m%dT%H%M).log"
 fi
 if [[ "$what" == all || "$what" == load ]]; then

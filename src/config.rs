@@ -397,7 +397,8 @@ pub(crate) struct EngineConfig {
     /// records); past it the oldest buffered effects are evicted, counted in
     /// `causeway_engine_state_evictions_total{reason="cap"}`.
     pub(crate) max_buffered_events: usize,
-    /// How often pending history is committed to Parquet.
+    /// How often pending history is committed to Parquet (sooner once 64 MiB of rows
+    /// wait: see `Engine::commit_due`).
     #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
     /// History older than this (by its partition day) is deleted, checked every 5 minutes;

@@ -6,7 +6,8 @@
 //!   versions out: predicates, the keyed interval joins, chain assembly and the
 //!   incident lifecycle, with the watermark advanced per batch.
 //!
-//! Run: `cargo bench -p causeway-benches --bench correlation`
+//! Run: `cargo bench --profile release -p causeway -p causeway-benches --bench correlation`
+//! (with the root package, the features match the release binaries' build).
 
 use std::time::Duration;
 
