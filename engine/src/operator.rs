@@ -231,14 +231,7 @@ impl Operator {
             out,
             &mut outcomes,
         );
-        advance_from_clocks(
-            &mut self.correlator,
-            &self.clocks,
-            &self.timing,
-            now,
-            usize::MAX,
-            out,
-        );
+        self.advance_to_clocks(now, out);
         Ok(outcomes
             .into_iter()
             .map(|o| o.unwrap_or(PushOutcome::Duplicate))
@@ -268,14 +261,7 @@ impl Operator {
             }
             // Time passed since the previous request: idle sources release the
             // watermark before these events are seen.
-            advance_from_clocks(
-                &mut self.correlator,
-                &self.clocks,
-                &self.timing,
-                now,
-                usize::MAX,
-                out,
-            );
+            self.advance_to_clocks(now, out);
             push_rows(
                 &mut self.correlator,
                 &mut self.clocks,
@@ -287,14 +273,7 @@ impl Operator {
                 out,
                 &mut outcomes,
             );
-            advance_from_clocks(
-                &mut self.correlator,
-                &self.clocks,
-                &self.timing,
-                now,
-                usize::MAX,
-                out,
-            );
+            self.advance_to_clocks(now, out);
             last = Some(now);
             start = end;
         }
@@ -303,6 +282,12 @@ impl Operator {
 
     /// Lets processing time reach `now` with nothing arriving.
     pub fn tick(&mut self, now: ProcessingTime, out: &mut Output) {
+        self.advance_to_clocks(now, out);
+    }
+
+    /// Moves the watermark all the way to what the clocks allow at `now` (one
+    /// step: the operator's caller holds the whole output anyway).
+    fn advance_to_clocks(&mut self, now: ProcessingTime, out: &mut Output) {
         advance_from_clocks(
             &mut self.correlator,
             &self.clocks,
