@@ -440,6 +440,30 @@ async fn two_engines_share_the_partitions_and_one_takes_over_when_the_other_stop
         metric(&b.base, "causeway_kafka_assigned_partitions").await,
         4.0
     );
+    // Consumer lag, from librdkafka's statistics (every 5 s): one series per owned
+    // partition, all caught up once b has correlated and committed everything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(format!("{}/metrics", b.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let lags: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("causeway_kafka_consumer_lag_records{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if lags.len() == 4 && lags.iter().all(|l| *l == 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer lag never reported 4 caught-up partitions: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

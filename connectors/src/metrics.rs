@@ -4,8 +4,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, register_histogram,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec,
 };
 
 /// Requests refused by a receiver, by source and reason.
@@ -96,6 +97,18 @@ pub static KAFKA_REBALANCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     );
     register_int_counter_vec!(opts.clone(), &["kind"])
         .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind"]).expect("valid metric"))
+});
+
+/// Records of the events topic not yet consumed, per owned partition: the broker's
+/// high offset minus the group's committed offset, from librdkafka's statistics
+/// (every 5 s). Events that wait here are not correlated yet, whatever the watermark.
+pub static KAFKA_CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "causeway_kafka_consumer_lag_records",
+        "Records of the events topic behind the group's committed offset, per owned partition",
+    );
+    register_int_gauge_vec!(opts.clone(), &["partition"])
+        .unwrap_or_else(|_| IntGaugeVec::new(opts, &["partition"]).expect("valid metric"))
 });
 
 /// Partitions of the events topic this engine currently owns.

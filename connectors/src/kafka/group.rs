@@ -13,6 +13,7 @@ use causeway_rules::{Event, ProcessingTime};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -38,7 +39,33 @@ struct GroupContext {
     failure: Mutex<Option<Error>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        record_consumer_lag(&statistics, &self.topic);
+    }
+}
+
+/// Sets the lag gauge of each partition of `topic` this consumer is fetching, from
+/// librdkafka's statistics; partitions it no longer fetches lose their series.
+/// Returns how many partitions were reported.
+fn record_consumer_lag(statistics: &Statistics, topic: &str) -> usize {
+    metrics::KAFKA_CONSUMER_LAG.reset();
+    let Some(t) = statistics.topics.get(topic) else {
+        return 0;
+    };
+    let mut reported = 0;
+    for (partition, p) in &t.partitions {
+        // -1 is librdkafka's internal unassigned partition; a lag of -1 is unknown.
+        if *partition < 0 || p.fetch_state != "active" || p.consumer_lag < 0 {
+            continue;
+        }
+        metrics::KAFKA_CONSUMER_LAG
+            .with_label_values(&[&partition.to_string()])
+            .set(p.consumer_lag);
+        reported += 1;
+    }
+    reported
+}
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<u32> {
     tpl.elements()
@@ -168,6 +195,14 @@ impl GroupConsumer {
             .set("partition.assignment.strategy", "range,roundrobin")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            // Statistics feed the consumer-lag gauge (a user's own setting wins).
+            .set(
+                "statistics.interval.ms",
+                settings
+                    .properties
+                    .get("statistics.interval.ms")
+                    .map_or("5000", String::as_str),
+            )
             .create_with_context(context)
             .map_err(kafka_error("create consumer"))?;
         consumer
@@ -286,4 +321,59 @@ fn decode_record(payload: Option<&[u8]>) -> std::result::Result<Event, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
     // The ingest time travels in the event's own `ingestedat` extension.
     Event::from_cloudevent_json(text, ProcessingTime::now()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::statistics::{Partition, Topic};
+
+    use super::*;
+
+    fn partition(id: i32, state: &str, lag: i64) -> (i32, Partition) {
+        (
+            id,
+            Partition {
+                partition: id,
+                fetch_state: state.into(),
+                consumer_lag: lag,
+                ..Partition::default()
+            },
+        )
+    }
+
+    #[test]
+    fn consumer_lag_is_reported_for_the_partitions_being_fetched() {
+        let mut stats = Statistics::default();
+        stats.topics.insert(
+            "causeway.events".into(),
+            Topic {
+                topic: "causeway.events".into(),
+                partitions: [
+                    partition(0, "active", 1200),
+                    partition(1, "active", 0),
+                    partition(2, "none", 55),
+                    partition(3, "active", -1),
+                    partition(-1, "active", 7),
+                ]
+                .into_iter()
+                .collect(),
+                ..Topic::default()
+            },
+        );
+        assert_eq!(record_consumer_lag(&stats, "causeway.events"), 2);
+        let lag = |p: &str| metrics::KAFKA_CONSUMER_LAG.with_label_values(&[p]).get();
+        assert_eq!(lag("0"), 1200);
+        assert_eq!(lag("1"), 0);
+        // A partition that left the consumer loses its series at the next report.
+        assert_eq!(
+            record_consumer_lag(&Statistics::default(), "causeway.events"),
+            0
+        );
+        let families = prometheus::gather();
+        let series = families
+            .iter()
+            .find(|f| f.name() == "causeway_kafka_consumer_lag_records")
+            .map_or(0, |f| f.get_metric().len());
+        assert_eq!(series, 0);
+    }
 }
