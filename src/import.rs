@@ -41,21 +41,33 @@ pub(crate) async fn run(
     // refuses the whole import; then each is read and decoded again a chunk at a
     // time as it is appended. Neither pass holds a JSON-lines file or all of its
     // events at once (a 1 M-event file read whole was 400 MB of the peak).
+    let mut checked = Vec::new();
     for path in paths {
         let cx = DecodeContext {
             catalog,
             cluster_hint: cluster,
             received_at: ProcessingTime::now(),
         };
+        let before = FileStamp::of(path)?;
         for chunk in import::decode_file_chunks(format, path, &cx, CHUNK)? {
             chunk.with_context(|| format!("{} was not imported", path.display()))?;
         }
+        checked.push((path, before));
     }
-    let files = paths;
+    // The second pass reads the files again: one changed in between could append
+    // part of what was not checked, so that refuses the import before anything goes.
+    for (path, before) in &checked {
+        if FileStamp::of(path)? != *before {
+            bail!(
+                "{} changed while it was being checked; nothing was imported",
+                path.display()
+            );
+        }
+    }
     if let Some(settings) = loaded.config.kafka.settings()? {
         causeway_connectors::kafka::ensure_topics(&settings).await?;
         let log = causeway_connectors::kafka::KafkaEventLog::new(&settings)?;
-        let total = append_files(files, format, catalog, cluster, &log).await?;
+        let total = append_files(paths, format, catalog, cluster, &log).await?;
         println!(
             "produced {total} events to {}; the engines of group {} correlate them",
             settings.topics.events, settings.group_id
@@ -65,7 +77,7 @@ pub(crate) async fn run(
     let mut running = app::start(&loaded, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let result = async {
         let log = running.event_log()?;
-        let total = append_files(files, format, catalog, cluster, log.as_ref()).await?;
+        let total = append_files(paths, format, catalog, cluster, log.as_ref()).await?;
         if !running.wait_quiescent(Duration::from_secs(600)).await {
             bail!("correlation did not finish within 10 minutes; it resumes at the next start");
         }
@@ -80,6 +92,24 @@ pub(crate) async fn run(
         loaded.config.data_dir.display()
     );
     Ok(())
+}
+
+/// What tells a file changed between the check and the append passes.
+#[derive(Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> anyhow::Result<FileStamp> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
 }
 
 /// Decodes each checked file again, a chunk at a time as it is read, and appends
@@ -141,4 +171,21 @@ async fn post(
         println!("{}: {accepted} events accepted by {url}", file.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_grows_between_the_passes_is_noticed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{}\n").expect("write");
+        let checked = FileStamp::of(&path).expect("stamp");
+        assert_eq!(FileStamp::of(&path).expect("stamp"), checked);
+        std::fs::write(&path, "{}\n{}\n").expect("rewrite");
+        assert_ne!(FileStamp::of(&path).expect("stamp"), checked);
+        assert!(FileStamp::of(&dir.path().join("missing")).is_err());
+    }
 }

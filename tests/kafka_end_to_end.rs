@@ -215,7 +215,8 @@ fn expected_scopes(range: std::ops::Range<usize>) -> BTreeSet<String> {
     range.map(|i| format!("c{i}")).collect()
 }
 
-async fn metric(base: &str, name: &str) -> f64 {
+/// The values of every series whose line starts with `name`.
+async fn metric_values(base: &str, name: &str) -> Vec<f64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics")
@@ -225,7 +226,11 @@ async fn metric(base: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .collect()
+}
+
+async fn metric(base: &str, name: &str) -> f64 {
+    metric_values(base, name).await.iter().sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,17 +449,7 @@ async fn two_engines_share_the_partitions_and_one_takes_over_when_the_other_stop
     // partition, all caught up once b has correlated and committed everything.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = reqwest::get(format!("{}/metrics", b.base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let lags: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with("causeway_kafka_consumer_lag_records{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
+        let lags = metric_values(&b.base, "causeway_kafka_consumer_lag_records{").await;
         if lags.len() == 4 && lags.iter().all(|l| *l == 0.0) {
             break;
         }

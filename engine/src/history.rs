@@ -86,6 +86,8 @@ pub struct TableSnapshot {
 struct Inner {
     files: BTreeMap<&'static str, Vec<String>>,
     pending: BTreeMap<&'static str, Vec<RecordBatch>>,
+    /// Arrow bytes of `pending`, kept as rows are added (asked on every engine step).
+    pending_bytes: usize,
 }
 
 /// A file written by [`History::write_pending`], not yet visible to readers.
@@ -113,6 +115,7 @@ impl History {
             inner: Arc::new(RwLock::new(Inner {
                 files,
                 pending: BTreeMap::new(),
+                pending_bytes: 0,
             })),
         })
     }
@@ -128,6 +131,7 @@ impl History {
             return;
         }
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.pending_bytes += batch.get_array_memory_size();
         inner.pending.entry(table).or_default().push(batch);
     }
 
@@ -139,13 +143,10 @@ impl History {
 
     /// Memory held by the pending rows (Arrow buffers).
     pub fn pending_bytes(&self) -> usize {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner
-            .pending
-            .values()
-            .flatten()
-            .map(RecordBatch::get_array_memory_size)
-            .sum()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending_bytes
     }
 
     /// Writes every pending row as Parquet files of commit `seq`. The caller makes
@@ -181,6 +182,7 @@ impl History {
             inner.files.entry(table).or_default().push(key);
         }
         inner.pending.clear();
+        inner.pending_bytes = 0;
     }
 
     /// Retention: removes every committed file of a day before `cutoff` (event time,

@@ -118,7 +118,15 @@ async fn commits_land_in_the_bucket_and_read_back_through_it() {
         ],
         0,
     );
+    // Due at the interval (a few rows are far from the size that makes it due sooner).
+    let (hour, now) = (
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::ZERO,
+    );
+    assert!(!engine.commit_due(now, hour));
+    assert!(engine.commit_due(hour, hour));
     engine.commit().expect("commit");
+    assert!(!engine.commit_due(hour, hour), "nothing left to commit");
 
     let objects = keys(&store, "causeway/prod/events").await;
     assert_eq!(
