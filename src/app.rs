@@ -21,7 +21,7 @@ use causeway_connectors::{EventLog, LogConsumer, ReceiverConfig, ReceiverState, 
 use causeway_engine::{
     Engine, EngineOptions, EngineStatus, HistoryReader, LogPosition, PartitionStateMode,
 };
-use causeway_rules::ProcessingTime;
+use causeway_rules::{IndexedCatalog, ProcessingTime};
 use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -102,6 +102,8 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             "similar-incident index not loaded; incidents will name none from before this start"
         ),
     }
+    // Receivers and source topics decode with one indexed catalog.
+    let decode_catalog = Arc::new(IndexedCatalog::new(config.catalog.clone()));
     let enricher = IncidentEnricher::new(config.catalog.clone(), changes.clone(), similar);
     let mut engine = engine;
     engine.set_enricher(Arc::new(enricher.clone()));
@@ -160,7 +162,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                         settings.clone(),
                         source,
                         log.clone(),
-                        Arc::new(config.catalog.clone()),
+                        decode_catalog.clone(),
                         cancel.clone(),
                     )
                     .map(|r| r.context("kafka source")),
@@ -192,7 +194,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
 
     let receivers = receiver::router(ReceiverState {
         log: log_dyn.clone(),
-        catalog: Arc::new(config.catalog.clone()),
+        catalog: decode_catalog,
         config: Arc::new(ReceiverConfig {
             max_body_bytes: config.receivers.max_body_bytes,
             github_secret: loaded.github_secret.clone(),

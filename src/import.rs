@@ -16,7 +16,7 @@ use causeway_connectors::EventLog;
 use causeway_connectors::client::HttpPoster;
 use causeway_connectors::decode::DecodeContext;
 use causeway_connectors::import::{self, ImportFormat};
-use causeway_rules::{Catalog, ProcessingTime};
+use causeway_rules::{IndexedCatalog, ProcessingTime};
 
 use crate::app;
 use crate::config::Config;
@@ -36,7 +36,7 @@ pub(crate) async fn run(
         return post(format, paths, url, cluster).await;
     }
     let loaded = Config::load(config.as_deref())?;
-    let catalog = &loaded.config.catalog;
+    let catalog = &IndexedCatalog::new(loaded.config.catalog.clone());
     // Every file is decoded once before anything is appended, so a bad record
     // refuses the whole import; then each is read and decoded again a chunk at a
     // time as it is appended. Neither pass holds a JSON-lines file or all of its
@@ -117,7 +117,7 @@ impl FileStamp {
 async fn append_files(
     files: &[PathBuf],
     format: ImportFormat,
-    catalog: &Catalog,
+    catalog: &IndexedCatalog,
     cluster: Option<&str>,
     log: &dyn EventLog,
 ) -> anyhow::Result<usize> {

@@ -30,8 +30,12 @@ use causeway_connectors::decode::{
     k8s_events,
 };
 use causeway_connectors::import::{self, ImportFormat};
-use causeway_rules::{Catalog, Event, EventTime, ProcessingTime};
+use causeway_rules::{Catalog, Event, EventTime, IndexedCatalog, ProcessingTime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// The binary's allocator, so decoding is measured as it runs in `causeway`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::{Map, Value, json};
 
 /// Records (and so events) per payload set.
@@ -55,7 +59,7 @@ struct Case {
 }
 
 fn bench(c: &mut Criterion) {
-    let catalog = bench_catalog();
+    let catalog = IndexedCatalog::new(bench_catalog());
     let cx = DecodeContext {
         catalog: &catalog,
         cluster_hint: None,

@@ -32,6 +32,10 @@ use causeway_engine::schema::{edges_batch, events_batch, incidents_batch};
 use causeway_engine::{History, HistoryReader, QueryLimits};
 use causeway_rules::{Event, Output, PushOutcome};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+/// The binary's allocator, so the history is measured as it runs in `causeway`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tempfile::TempDir;
 
 /// Events per appended batch, as in `benches/correlation.rs`.

@@ -137,7 +137,7 @@ mod tests {
             ..Workload::default()
         };
         let events = generate(&w);
-        let cat = catalog(&w);
+        let cat = causeway_rules::IndexedCatalog::new(catalog(&w));
         let cx = DecodeContext {
             catalog: &cat,
             cluster_hint: None,

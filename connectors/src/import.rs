@@ -210,7 +210,7 @@ pub fn bodies(format: ImportFormat, bytes: &[u8], chunk: usize) -> Result<Vec<Ve
 mod tests {
     use std::io::Write;
 
-    use causeway_rules::{Catalog, ProcessingTime};
+    use causeway_rules::{IndexedCatalog, ProcessingTime};
 
     use super::*;
 
@@ -222,7 +222,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(trail.as_bytes()).expect("gz");
         std::fs::write(&path, gz.finish().expect("gz")).expect("write");
-        let catalog = Catalog::default();
+        let catalog = IndexedCatalog::default();
         let cx = DecodeContext {
             catalog: &catalog,
             cluster_hint: None,
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn chunks_hold_whole_lines_and_stop_at_the_first_bad_one() {
-        let catalog = Catalog::default();
+        let catalog = IndexedCatalog::default();
         let cx = DecodeContext {
             catalog: &catalog,
             cluster_hint: None,

@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use causeway_rules::{Catalog, Event, ProcessingTime};
+use causeway_rules::{Event, IndexedCatalog, ProcessingTime};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -80,7 +80,7 @@ impl Default for ReceiverConfig {
 #[derive(Debug, Clone)]
 pub struct ReceiverState {
     pub log: Arc<dyn EventLog>,
-    pub catalog: Arc<Catalog>,
+    pub catalog: Arc<IndexedCatalog>,
     pub config: Arc<ReceiverConfig>,
 }
 

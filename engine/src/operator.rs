@@ -131,14 +131,31 @@ pub fn push_rows(
     out: &mut Output,
     outcomes: &mut [Option<PushOutcome>],
 ) {
+    // Each source's lateness and latest time in these rows: a batch holds a
+    // handful of sources, so a short scan beats two map lookups per row, and the
+    // clocks are told once per source (they keep the maximum; `now` is the same).
+    let mut sources: Vec<(&str, Duration, EventTime)> = Vec::new();
     for (i, tag) in rows {
         let source = view.source(i);
-        let lateness = timing.timing(source).allowed_lateness;
-        clocks.observe(source, view.time(i), now);
+        let time = view.time(i);
+        let lateness = match sources.iter_mut().find(|s| s.0 == source) {
+            Some(s) => {
+                s.2 = s.2.max(time);
+                s.1
+            }
+            None => {
+                let lateness = timing.timing(source).allowed_lateness;
+                sources.push((source, lateness, time));
+                lateness
+            }
+        };
         let row = view.row(i, evaluated, lateness, tag);
         if let Some(o) = outcomes.get_mut(i) {
             *o = Some(correlator.push(&row, out));
         }
+    }
+    for (source, _, time) in sources {
+        clocks.observe(source, time, now);
     }
 }
 

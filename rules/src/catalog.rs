@@ -3,7 +3,7 @@
 //! With no catalog, names that match across sources (repository = workload = `app`
 //! label) are enough to correlate; the catalog is for when they don't.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,32 +113,12 @@ impl Catalog {
     /// without a conventional suffix (`checkout-config` → `checkout`), else the name.
     pub fn service_for_config(&self, namespace: Option<&str>, name: &str) -> String {
         let listed = self.services.iter().find(|s| {
-            let ns_ok = match (&s.namespace, namespace) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            };
-            ns_ok && s.configs.iter().any(|c| c == name)
+            namespace_fits(s.namespace.as_deref(), namespace) && s.configs.iter().any(|c| c == name)
         });
         if let Some(s) = listed {
             return s.name.clone();
         }
-        const SUFFIXES: [&str; 9] = [
-            "-configmap",
-            "-config",
-            "-conf",
-            "-cfg",
-            "-settings",
-            "-env",
-            "-secrets",
-            "-secret",
-            "-credentials",
-        ];
-        let base = SUFFIXES
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|b| !b.is_empty())
-            .unwrap_or(name);
-        self.service_for_workload(namespace, base)
+        self.service_for_workload(namespace, config_base(name))
     }
 
     /// The service a repository (`owner/name`) belongs to; else the repository's name.
@@ -155,11 +135,8 @@ impl Catalog {
         self.services
             .iter()
             .find(|s| {
-                let ns_ok = match (&s.namespace, namespace) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                };
-                ns_ok && (s.workloads.iter().any(|w| w == workload) || s.name == workload)
+                namespace_fits(s.namespace.as_deref(), namespace)
+                    && (s.workloads.iter().any(|w| w == workload) || s.name == workload)
             })
             .map(|s| s.name.clone())
             .unwrap_or_else(|| workload.to_owned())
@@ -244,44 +221,128 @@ impl Catalog {
     }
 }
 
+/// A ConfigMap or Secret name without a conventional suffix (`checkout-config` →
+/// `checkout`), else the name.
+fn config_base(name: &str) -> &str {
+    const SUFFIXES: [&str; 9] = [
+        "-configmap",
+        "-config",
+        "-conf",
+        "-cfg",
+        "-settings",
+        "-env",
+        "-secrets",
+        "-secret",
+        "-credentials",
+    ];
+    SUFFIXES
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .filter(|b| !b.is_empty())
+        .unwrap_or(name)
+}
+
+/// Whether a service in `service_ns` can be the one a source in `namespace` names.
+fn namespace_fits(service_ns: Option<&str>, namespace: Option<&str>) -> bool {
+    match (service_ns, namespace) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
 /// A catalog with its by-name lookups indexed, for paths that ask them for every
-/// event or incident version (a catalog of a few thousand services makes the
-/// linear scans of [`Catalog`] the top cost there). Answers exactly as the
-/// catalog does: the first service that claims an entity wins.
+/// event or incident version (decoders, enrichment): with a catalog of a few
+/// thousand services the linear scans of [`Catalog`] become the top cost there.
+/// Answers exactly as the catalog does: the first service (in catalog order) that
+/// claims a name wins. Lookups it does not index go to the catalog (`Deref`).
 #[derive(Debug, Clone)]
 pub struct IndexedCatalog {
     catalog: Catalog,
-    by_entity: std::collections::HashMap<String, usize>,
-    by_name: std::collections::HashMap<String, usize>,
+    by_entity: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    /// Name or workload → every service claiming it, in catalog order (namespaces
+    /// decide between them).
+    by_workload: HashMap<String, Vec<usize>>,
+    by_config: HashMap<String, Vec<usize>>,
+    by_resource: HashMap<String, usize>,
+    by_argo_app: HashMap<String, usize>,
+    /// Repositories, ASCII-lowercased (they match case-insensitively).
+    by_repo: HashMap<String, usize>,
 }
 
 impl IndexedCatalog {
     pub fn new(catalog: Catalog) -> IndexedCatalog {
-        let mut by_entity = std::collections::HashMap::new();
-        let mut by_name = std::collections::HashMap::new();
+        fn first(map: &mut HashMap<String, usize>, key: &str, i: usize) {
+            map.entry(key.to_owned()).or_insert(i);
+        }
+        fn all(map: &mut HashMap<String, Vec<usize>>, key: &str, i: usize) {
+            let list = map.entry(key.to_owned()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+        let mut c = IndexedCatalog {
+            by_entity: HashMap::new(),
+            by_name: HashMap::new(),
+            by_workload: HashMap::new(),
+            by_config: HashMap::new(),
+            by_resource: HashMap::new(),
+            by_argo_app: HashMap::new(),
+            by_repo: HashMap::new(),
+            catalog: Catalog::default(),
+        };
         for (i, s) in catalog.services.iter().enumerate() {
-            by_name.entry(s.name.clone()).or_insert(i);
+            first(&mut c.by_name, &s.name, i);
             for entity in std::iter::once(&s.name)
                 .chain(&s.workloads)
                 .chain(&s.argo_apps)
                 .chain(&s.resources)
             {
-                by_entity.entry(entity.clone()).or_insert(i);
+                first(&mut c.by_entity, entity, i);
+            }
+            for w in std::iter::once(&s.name).chain(&s.workloads) {
+                all(&mut c.by_workload, w, i);
+            }
+            for config in &s.configs {
+                all(&mut c.by_config, config, i);
+            }
+            for r in &s.resources {
+                first(&mut c.by_resource, r, i);
+            }
+            for a in &s.argo_apps {
+                first(&mut c.by_argo_app, a, i);
+            }
+            for r in &s.repos {
+                first(&mut c.by_repo, &r.to_ascii_lowercase(), i);
             }
         }
-        IndexedCatalog {
-            catalog,
-            by_entity,
-            by_name,
-        }
+        c.catalog = catalog;
+        c
+    }
+
+    fn name_at(&self, i: usize) -> Option<String> {
+        self.catalog.services.get(i).map(|s| s.name.clone())
+    }
+
+    /// The first of `candidates` whose namespace fits.
+    fn in_namespace(
+        &self,
+        candidates: Option<&Vec<usize>>,
+        namespace: Option<&str>,
+    ) -> Option<String> {
+        candidates?
+            .iter()
+            .filter_map(|i| self.catalog.services.get(*i))
+            .find(|s| namespace_fits(s.namespace.as_deref(), namespace))
+            .map(|s| s.name.clone())
     }
 
     /// As [`Catalog::service_of`].
     pub fn service_of(&self, entity: &str) -> String {
         self.by_entity
             .get(entity)
-            .and_then(|i| self.catalog.services.get(*i))
-            .map_or_else(|| entity.to_owned(), |s| s.name.clone())
+            .and_then(|i| self.name_at(*i))
+            .unwrap_or_else(|| entity.to_owned())
     }
 
     /// As [`Catalog::service`].
@@ -294,6 +355,48 @@ impl IndexedCatalog {
     /// As [`Catalog::namespace_of`].
     pub fn namespace_of(&self, service: &str) -> Option<&str> {
         self.service(service).and_then(|s| s.namespace.as_deref())
+    }
+
+    /// As [`Catalog::service_for_workload`].
+    pub fn service_for_workload(&self, namespace: Option<&str>, workload: &str) -> String {
+        self.in_namespace(self.by_workload.get(workload), namespace)
+            .unwrap_or_else(|| workload.to_owned())
+    }
+
+    /// As [`Catalog::service_for_config`].
+    pub fn service_for_config(&self, namespace: Option<&str>, name: &str) -> String {
+        self.in_namespace(self.by_config.get(name), namespace)
+            .unwrap_or_else(|| self.service_for_workload(namespace, config_base(name)))
+    }
+
+    /// As [`Catalog::service_for_resource`].
+    pub fn service_for_resource(&self, resource: &str) -> String {
+        self.by_resource
+            .get(resource)
+            .and_then(|i| self.name_at(*i))
+            .unwrap_or_else(|| resource.to_owned())
+    }
+
+    /// As [`Catalog::service_for_argo_app`].
+    pub fn service_for_argo_app(&self, namespace: Option<&str>, app: &str) -> String {
+        self.by_argo_app
+            .get(app)
+            .and_then(|i| self.name_at(*i))
+            .unwrap_or_else(|| self.service_for_workload(namespace, app))
+    }
+
+    /// As [`Catalog::service_for_repo`].
+    pub fn service_for_repo(&self, full_name: &str) -> String {
+        self.by_repo
+            .get(&full_name.to_ascii_lowercase())
+            .and_then(|i| self.name_at(*i))
+            .unwrap_or_else(|| full_name.rsplit('/').next().unwrap_or(full_name).to_owned())
+    }
+}
+
+impl Default for IndexedCatalog {
+    fn default() -> Self {
+        IndexedCatalog::new(Catalog::default())
     }
 }
 
@@ -364,6 +467,104 @@ mod tests {
         assert_eq!(c.service_for_config(None, "config"), "config");
     }
 
+    /// The index answers every lookup as the linear scans do, including where
+    /// several services claim one name (first in catalog order wins, namespaces
+    /// decide between workloads and configs, repositories ignore case).
+    #[test]
+    fn the_indexed_catalog_answers_as_the_catalog() {
+        let mut c = catalog();
+        c.services.extend([
+            ServiceEntry {
+                name: "payments-eu".into(),
+                namespace: Some("shop-eu".into()),
+                workloads: vec!["payments-api".into(), "pay-worker".into()],
+                repos: vec!["ACME/Payments-Service".into(), "acme/pay-eu".into()],
+                resources: vec!["arn:aws:rds:eu-west-1:1:db:payments".into(), "i-1".into()],
+                argo_apps: vec!["payments-prod".into(), "payments-eu".into()],
+                configs: vec!["pay-flags".into(), "eu-flags".into()],
+                ..ServiceEntry::default()
+            },
+            ServiceEntry {
+                // A second entry of one name: the first keeps it.
+                name: "payments".into(),
+                namespace: Some("other".into()),
+                ..ServiceEntry::default()
+            },
+            ServiceEntry {
+                name: "search".into(),
+                workloads: vec!["pay-worker".into()],
+                configs: vec!["search-secrets".into()],
+                ..ServiceEntry::default()
+            },
+        ]);
+        let ix = IndexedCatalog::new(c.clone());
+        let namespaces = [None, Some("shop"), Some("shop-eu"), Some("other")];
+        let names = [
+            "payments",
+            "payments-eu",
+            "payments-api",
+            "pay-worker",
+            "search",
+            "unknown",
+            "pay-flags",
+            "eu-flags",
+            "search-secrets",
+            "payments-api-config",
+            "search-env",
+            "config",
+            "payments-prod",
+            "i-1",
+            "arn:aws:rds:eu-west-1:1:db:payments",
+            "acme/payments-service",
+            "Acme/Pay-EU",
+            "acme/unknown",
+            "plain",
+        ];
+        for name in names {
+            assert_eq!(ix.service_of(name), c.service_of(name), "{name}");
+            assert_eq!(ix.service(name), c.service(name), "{name}");
+            assert_eq!(ix.namespace_of(name), c.namespace_of(name), "{name}");
+            assert_eq!(ix.service_for_resource(name), c.service_for_resource(name));
+            assert_eq!(
+                ix.service_for_repo(name),
+                c.service_for_repo(name),
+                "{name}"
+            );
+            for ns in namespaces {
+                let case = format!("{name} in {ns:?}");
+                assert_eq!(
+                    ix.service_for_workload(ns, name),
+                    c.service_for_workload(ns, name),
+                    "{case}"
+                );
+                assert_eq!(
+                    ix.service_for_config(ns, name),
+                    c.service_for_config(ns, name),
+                    "{case}"
+                );
+                assert_eq!(
+                    ix.service_for_argo_app(ns, name),
+                    c.service_for_argo_app(ns, name),
+                    "{case}"
+                );
+            }
+        }
+        // Spot checks that the cases above are not all fall-throughs.
+        assert_eq!(
+            ix.service_for_workload(Some("shop-eu"), "payments-api"),
+            "payments-eu"
+        );
+        assert_eq!(
+            ix.service_for_workload(Some("other"), "pay-worker"),
+            "search"
+        );
+        assert_eq!(ix.service_for_repo("acme/pay-eu"), "payments-eu");
+        assert_eq!(
+            ix.service_for_config(Some("shop-eu"), "pay-flags"),
+            "payments-eu"
+        );
+    }
+
     #[test]
     fn dependencies_are_followed_through_services() {
         let mut c = catalog();
@@ -393,44 +594,5 @@ mod tests {
             "payments-api"
         );
         assert_eq!(c.cluster_for_environment("staging"), "staging");
-    }
-    #[test]
-    fn the_indexed_catalog_answers_as_the_catalog_does() {
-        let entry = |name: &str, workloads: &[&str], ns: Option<&str>| ServiceEntry {
-            name: name.into(),
-            namespace: ns.map(str::to_owned),
-            workloads: workloads.iter().map(|w| (*w).to_owned()).collect(),
-            ..ServiceEntry::default()
-        };
-        let catalog = Catalog {
-            services: vec![
-                entry("checkout", &["checkout-api", "shared-worker"], Some("shop")),
-                entry("billing", &["shared-worker", "checkout"], None),
-                entry("checkout", &[], Some("other")),
-            ],
-            ..Catalog::default()
-        };
-        let indexed = IndexedCatalog::new(catalog.clone());
-        for entity in [
-            "checkout",
-            "checkout-api",
-            "shared-worker",
-            "billing",
-            "unknown",
-        ] {
-            assert_eq!(
-                indexed.service_of(entity),
-                catalog.service_of(entity),
-                "{entity}"
-            );
-        }
-        for name in ["checkout", "billing", "unknown"] {
-            assert_eq!(indexed.service(name), catalog.service(name), "{name}");
-            assert_eq!(
-                indexed.namespace_of(name),
-                catalog.namespace_of(name),
-                "{name}"
-            );
-        }
     }
 }

@@ -229,7 +229,7 @@ fn now(cx: &DecodeContext<'_>) -> EventTime {
 
 #[cfg(test)]
 mod tests {
-    use causeway_rules::{Catalog, ProcessingTime};
+    use causeway_rules::{IndexedCatalog, ProcessingTime};
 
     use super::*;
 
@@ -243,7 +243,7 @@ mod tests {
         )
     }
 
-    fn cx(c: &Catalog) -> DecodeContext<'_> {
+    fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
         DecodeContext {
             catalog: c,
             cluster_hint: None,
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_finished_sync_is_a_deploy_and_degraded_health_an_alert() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let d = &decode(
             body("Succeeded", "Healthy", "Synced", "2024-05-01T10:00:00Z").as_bytes(),
             &cx(&c),
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn the_trigger_named_by_the_template_decides_what_a_notification_is() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let named = |n: &str, phase: &str, health: &str, sync: &str| {
             body(phase, health, sync, "2024-05-01T10:00:00Z").replacen(
                 "\"event_id\"",
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn other_bodies_are_refused() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         assert!(decode(b"{}", &cx(&c)).is_err());
         let other = body("Succeeded", "Healthy", "Synced", "2024-05-01T10:00:00Z")
             .replace("causeway.argocd/v1", "x");

@@ -41,13 +41,13 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
 
 #[cfg(test)]
 mod tests {
-    use causeway_rules::{Catalog, EventKind, ProcessingTime};
+    use causeway_rules::{EventKind, IndexedCatalog, ProcessingTime};
 
     use super::*;
 
     #[test]
     fn single_and_batch_documents_decode_all_or_nothing() {
-        let catalog = Catalog::default();
+        let catalog = IndexedCatalog::default();
         let cx = DecodeContext {
             catalog: &catalog,
             cluster_hint: None,

@@ -231,11 +231,11 @@ fn record_event(rec: Record, raw: &str, cx: &DecodeContext<'_>) -> Result<Event>
 
 #[cfg(test)]
 mod tests {
-    use causeway_rules::{Catalog, ProcessingTime, ServiceEntry};
+    use causeway_rules::{Catalog, IndexedCatalog, ProcessingTime, ServiceEntry};
 
     use super::*;
 
-    fn cx(c: &Catalog) -> DecodeContext<'_> {
+    fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
         DecodeContext {
             catalog: c,
             cluster_hint: None,
@@ -262,7 +262,8 @@ mod tests {
             }],
             ..Catalog::default()
         };
-        let events = decode(MODIFY.as_bytes(), &cx(&c)).expect("decodes");
+        let events =
+            decode(MODIFY.as_bytes(), &cx(&IndexedCatalog::new(c.clone()))).expect("decodes");
         let (m, d) = (&events[0], &events[1]);
         assert_eq!(m.kind, EventKind::Change);
         assert_eq!(m.entity, "payments");
@@ -281,14 +282,15 @@ mod tests {
             accounts: [("111122223333".to_owned(), "prod-eu".to_owned())].into(),
             ..c
         };
-        let events = decode(MODIFY.as_bytes(), &cx(&mapped)).expect("decodes");
+        let events =
+            decode(MODIFY.as_bytes(), &cx(&IndexedCatalog::new(mapped.clone()))).expect("decodes");
         assert_eq!(events[0].scope, "prod-eu");
         assert_eq!(events[0].attr("account"), Some("111122223333"));
     }
 
     #[test]
     fn other_event_versions_and_shapes_are_refused() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let v2 = MODIFY.replace("\"1.08\"", "\"2.0\"");
         assert!(
             decode(v2.as_bytes(), &cx(&c))

@@ -331,11 +331,11 @@ fn opencost(obj: Map<String, Value>, cx: &DecodeContext<'_>) -> Result<Vec<Event
 
 #[cfg(test)]
 mod tests {
-    use causeway_rules::{Catalog, ProcessingTime};
+    use causeway_rules::{IndexedCatalog, ProcessingTime};
 
     use super::*;
 
-    fn cx(c: &Catalog) -> DecodeContext<'_> {
+    fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
         DecodeContext {
             catalog: c,
             cluster_hint: None,
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn focus_csv_rows_become_cost_events_on_tagged_services() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let events = decode_focus_csv(CSV.as_bytes(), &cx(&c)).expect("decodes");
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].entity, "payments");
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn focus_json_and_opencost_decode() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let rows = r#"[{"ChargePeriodStart":"2024-09-18T22:00:00Z","EffectiveCost":3,"ServiceName":"S3","BillingAccountId":"9","Tags":{"service":"search"}}]"#;
         let e = &decode_json(rows.as_bytes(), &cx(&c)).expect("rows")[0];
         assert_eq!(e.entity, "search");
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn non_focus_input_is_refused() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         assert!(decode_focus_csv(b"a,b\n1,2\n", &cx(&c)).is_err());
         assert!(
             decode_focus_csv(b"ChargePeriodStart,EffectiveCost\nyesterday,1\n", &cx(&c)).is_err()

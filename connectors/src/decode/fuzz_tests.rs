@@ -1,13 +1,13 @@
 //! No decoder panics, whatever the bytes: arbitrary input, and JSON that is almost
 //! the right shape, always give events or an error.
 
-use causeway_rules::{Catalog, ProcessingTime};
+use causeway_rules::{IndexedCatalog, ProcessingTime};
 use proptest::prelude::*;
 
 use super::*;
 
 fn all(body: &[u8]) {
-    let catalog = Catalog::default();
+    let catalog = IndexedCatalog::default();
     let cx = DecodeContext {
         catalog: &catalog,
         cluster_hint: Some("c"),

@@ -258,7 +258,7 @@ fn deploy_event(
 
 #[cfg(test)]
 mod tests {
-    use causeway_rules::{Catalog, ProcessingTime, ServiceEntry};
+    use causeway_rules::{Catalog, IndexedCatalog, ProcessingTime, ServiceEntry};
 
     use super::*;
 
@@ -289,7 +289,7 @@ mod tests {
         }
     }
 
-    fn cx(c: &Catalog) -> DecodeContext<'_> {
+    fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
         DecodeContext {
             catalog: c,
             cluster_hint: None,
@@ -300,8 +300,13 @@ mod tests {
     #[test]
     fn deployment_status_is_a_deploy_of_the_catalog_service() {
         let c = catalog();
-        let events =
-            decode("deployment_status", Some("d-1"), STATUS.as_bytes(), &cx(&c)).expect("decodes");
+        let events = decode(
+            "deployment_status",
+            Some("d-1"),
+            STATUS.as_bytes(),
+            &cx(&IndexedCatalog::new(c.clone())),
+        )
+        .expect("decodes");
         let e = &events[0];
         assert_eq!(e.kind, EventKind::Deploy);
         assert_eq!(e.source_event_id, "42");
@@ -319,7 +324,7 @@ mod tests {
 
     #[test]
     fn without_a_catalog_the_repository_name_and_environment_are_used() {
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let e = &decode("deployment_status", None, STATUS.as_bytes(), &cx(&c)).expect("ok")[0];
         assert_eq!(e.entity, "payments-service");
         assert_eq!(e.scope, "production");
@@ -329,13 +334,25 @@ mod tests {
     fn ping_is_accepted_and_other_events_are_unsupported() {
         let c = catalog();
         assert!(
-            decode("ping", None, b"{\"zen\":\"x\"}", &cx(&c))
-                .expect("ok")
-                .is_empty()
+            decode(
+                "ping",
+                None,
+                b"{\"zen\":\"x\"}",
+                &cx(&IndexedCatalog::new(c.clone()))
+            )
+            .expect("ok")
+            .is_empty()
         );
-        let err = decode("push", None, b"{}", &cx(&c)).expect_err("push");
+        let err =
+            decode("push", None, b"{}", &cx(&IndexedCatalog::new(c.clone()))).expect_err("push");
         assert!(err.to_string().starts_with("unsupported"), "{err}");
-        let err = decode("deployment_status", None, b"{\"action\":1}", &cx(&c)).expect_err("bad");
+        let err = decode(
+            "deployment_status",
+            None,
+            b"{\"action\":1}",
+            &cx(&IndexedCatalog::new(c.clone())),
+        )
+        .expect_err("bad");
         assert!(err.to_string().starts_with("malformed"), "{err}");
     }
 }

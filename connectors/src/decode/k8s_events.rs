@@ -230,11 +230,11 @@ fn k8s_event(ev: K8sEvent, raw: &str, cx: &DecodeContext<'_>) -> Result<Event> {
 
 #[cfg(test)]
 mod tests {
-    use causeway_rules::{Catalog, ProcessingTime};
+    use causeway_rules::{IndexedCatalog, ProcessingTime};
 
     use super::*;
 
-    fn cx(c: &Catalog) -> DecodeContext<'_> {
+    fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
         DecodeContext {
             catalog: c,
             cluster_hint: None,
@@ -248,7 +248,7 @@ mod tests {
           "involvedObject":{"kind":"Pod","name":"checkout-7d9f8b6c5d-x2k4q","namespace":"shop","fieldPath":"spec.containers{app}"},
           "reason":"BackOff","message":"Back-off restarting failed container","type":"Warning","count":4,
           "firstTimestamp":"2024-05-01T10:00:00Z","lastTimestamp":"2024-05-01T10:03:00Z","source":{"component":"kubelet","host":"node-1"}}"#;
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let e = &decode(body.as_bytes(), &cx(&c)).expect("decodes")[0];
         assert_eq!(e.entity, "checkout");
         assert_eq!(e.status, "BackOff");
@@ -265,7 +265,7 @@ mod tests {
            "regarding":{"kind":"Node","name":"node-3"},"reason":"OOMKilling","note":"Memory cgroup out of memory",
            "type":"Warning","eventTime":"2024-05-01T10:00:00.000000Z","reportingController":"kernel-monitor",
            "series":{"count":2,"lastObservedTime":"2024-05-01T10:05:00.000000Z"}}]}"#;
-        let c = Catalog::default();
+        let c = IndexedCatalog::default();
         let e = &decode(body.as_bytes(), &cx(&c)).expect("decodes")[0];
         assert_eq!(e.entity, "node-3");
         assert_eq!(e.severity, Severity::Error);

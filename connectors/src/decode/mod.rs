@@ -15,12 +15,13 @@ pub mod identity;
 pub mod k8s_audit;
 pub mod k8s_events;
 
-use causeway_rules::{Catalog, ProcessingTime};
+use causeway_rules::{IndexedCatalog, ProcessingTime};
 
 /// What a receiver knows besides the body.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeContext<'a> {
-    pub catalog: &'a Catalog,
+    /// Indexed: decoders ask it for every event.
+    pub catalog: &'a IndexedCatalog,
     /// `?cluster=` on the receiver URL, if given.
     pub cluster_hint: Option<&'a str>,
     pub received_at: ProcessingTime,

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_rules::{Catalog, Event, ProcessingTime};
+use causeway_rules::{Event, IndexedCatalog, ProcessingTime};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +82,7 @@ pub async fn run_source(
     settings: KafkaSettings,
     source: SourceTopic,
     log: KafkaEventLog,
-    catalog: Arc<Catalog>,
+    catalog: Arc<IndexedCatalog>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let consumer: StreamConsumer = settings

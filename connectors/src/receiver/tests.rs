@@ -39,7 +39,7 @@ impl EventLog for MemoryLog {
 fn app(log: Arc<MemoryLog>, secret: Option<&str>) -> Router {
     router(ReceiverState {
         log,
-        catalog: Arc::new(Catalog::default()),
+        catalog: Arc::new(IndexedCatalog::default()),
         config: Arc::new(ReceiverConfig {
             max_body_bytes: 4096,
             github_secret: secret.map(str::to_owned),
@@ -172,7 +172,7 @@ async fn bearer_and_basic_credentials_are_required_where_configured() {
     let app = || {
         router(ReceiverState {
             log: log.clone(),
-            catalog: Arc::new(Catalog::default()),
+            catalog: Arc::new(IndexedCatalog::default()),
             config: Arc::new(config.clone()),
         })
     };
@@ -229,7 +229,7 @@ async fn requests_over_the_rate_limit_get_429_and_are_counted() {
     let log = Arc::new(MemoryLog::default());
     let app = router(ReceiverState {
         log: log.clone(),
-        catalog: Arc::new(Catalog::default()),
+        catalog: Arc::new(IndexedCatalog::default()),
         config: Arc::new(ReceiverConfig {
             max_requests_per_second: Some(2),
             ..ReceiverConfig::default()

@@ -824,9 +824,12 @@ impl Correlator {
 
     /// Offers one event.
     pub fn push(&mut self, row: &EventRow<'_>, out: &mut Output) -> PushOutcome {
-        if self.state.seen.contains_key(&row.id) {
-            return PushOutcome::Duplicate;
-        }
+        // One probe of the id set: the vacant slot is filled once the event is
+        // known to be neither a re-send nor too late.
+        let unseen = match self.state.seen.entry(row.id) {
+            std::collections::hash_map::Entry::Occupied(_) => return PushOutcome::Duplicate,
+            std::collections::hash_map::Entry::Vacant(v) => v,
+        };
         let status = Status::of(row.kind, row.status);
         let alert_key = if row.kind == EventKind::Alert {
             key_hash(&[row.source, row.source_event_id])
@@ -846,7 +849,7 @@ impl Correlator {
             if row.time < w.minus(row.allowed_lateness) {
                 return PushOutcome::TooLate;
             }
-            self.state.seen.insert(row.id, expiry);
+            unseen.insert(expiry);
             let p = self.pending_of(row, status, alert_key);
             // A late event gets versions of its own.
             self.flush(out);
@@ -854,7 +857,7 @@ impl Correlator {
             self.flush(out);
             return PushOutcome::AppliedLate;
         }
-        self.state.seen.insert(row.id, expiry);
+        unseen.insert(expiry);
         let p = self.pending_of(row, status, alert_key);
         if self.state.pending.back().is_some_and(|last| *last > p) {
             self.state.pending_sorted = false;
@@ -2295,18 +2298,19 @@ impl Correlator {
                     IncidentState::Updated
                 };
             }
-            let (rule_id, rule_version, template) = if inc.rule == GROUP {
-                (self.group_rule_id.clone(), 1, self.group_title.clone())
+            // Borrowed, not cloned: this runs once per version.
+            let (rule_id, rule_version, template): (&Arc<str>, u32, &Title) = if inc.rule == GROUP {
+                (&self.group_rule_id, 1, &self.group_title)
             } else {
                 let r = &self.rules[usize::from(inc.rule)];
                 let t = self
                     .rules
                     .get(usize::from(inc.template))
-                    .map_or_else(|| r.title.clone(), |t| t.title.clone());
-                (r.id.clone(), r.version, t)
+                    .map_or(&r.title, |t| &t.title);
+                (&r.id, r.version, t)
             };
             if inc.title_stale || template.uses_count {
-                inc.title = template.render(inc, &rule_id).into();
+                inc.title = template.render(inc, rule_id).into();
                 inc.title_stale = false;
             }
             out.edge_marks.push(out.edges.len());
@@ -2316,7 +2320,7 @@ impl Correlator {
                 state: inc.state,
                 title: inc.title.clone(),
                 severity: inc.severity,
-                rule_id,
+                rule_id: rule_id.clone(),
                 rule_version,
                 scope: inc.subject.scope.clone(),
                 entity: inc.subject.entity.clone(),

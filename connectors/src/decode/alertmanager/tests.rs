@@ -1,8 +1,8 @@
-use causeway_rules::{Catalog, ProcessingTime};
+use causeway_rules::{Catalog, IndexedCatalog, ProcessingTime};
 
 use super::*;
 
-fn cx(catalog: &Catalog) -> DecodeContext<'_> {
+fn cx(catalog: &IndexedCatalog) -> DecodeContext<'_> {
     DecodeContext {
         catalog,
         cluster_hint: None,
@@ -36,7 +36,11 @@ fn webhook_alerts_become_events_with_native_ids_times_and_entities() {
         default_cluster: "prod-us".into(),
         ..Catalog::default()
     };
-    let events = decode(FIRING.as_bytes(), &cx(&catalog)).expect("decodes");
+    let events = decode(
+        FIRING.as_bytes(),
+        &cx(&IndexedCatalog::new(catalog.clone())),
+    )
+    .expect("decodes");
     assert_eq!(events.len(), 2);
     let (a, b) = (&events[0], &events[1]);
     assert_eq!(a.source_event_id, "a1b2c3d4e5f60718@2024-05-01T10:02:00Z");
@@ -59,7 +63,7 @@ fn webhook_alerts_become_events_with_native_ids_times_and_entities() {
 
 #[test]
 fn resends_get_the_same_id_and_resolution_another() {
-    let catalog = Catalog::default();
+    let catalog = IndexedCatalog::default();
     let first = decode(FIRING.as_bytes(), &cx(&catalog)).expect("decodes");
     let again = decode(FIRING.as_bytes(), &cx(&catalog)).expect("decodes");
     assert_eq!(first[0].id, again[0].id);
@@ -81,14 +85,14 @@ fn missing_fingerprints_are_computed_like_alertmanager() {
     assert_eq!(fp.len(), 16);
     assert_eq!(fp, label_fingerprint(&labels.clone()));
     let body = FIRING.replace(r#", "fingerprint": "a1b2c3d4e5f60718""#, "");
-    let events = decode(body.as_bytes(), &cx(&Catalog::default())).expect("decodes");
+    let events = decode(body.as_bytes(), &cx(&IndexedCatalog::default())).expect("decodes");
     assert!(events[0].source_event_id.ends_with("@2024-05-01T10:02:00Z"));
     assert_ne!(events[0].attr("fingerprint"), Some("a1b2c3d4e5f60718"));
 }
 
 #[test]
 fn bad_payloads_are_rejected_whole_with_a_reason() {
-    let catalog = Catalog::default();
+    let catalog = IndexedCatalog::default();
     let cases: &[(&str, &str)] = &[
         ("{", "malformed"),
         ("[]", "malformed"),
@@ -115,7 +119,7 @@ fn bad_payloads_are_rejected_whole_with_a_reason() {
 
 #[test]
 fn prometheus_api_v2_alerts_take_their_status_from_ends_at() {
-    let catalog = Catalog::default();
+    let catalog = IndexedCatalog::default();
     let cx = DecodeContext {
         catalog: &catalog,
         cluster_hint: Some("prod"),
@@ -144,7 +148,7 @@ fn prometheus_api_v2_alerts_take_their_status_from_ends_at() {
 #[test]
 fn alerts_without_their_own_status_take_the_group_status() {
     let body = r#"{"version":"4","status":"resolved","alerts":[{"labels":{"alertname":"A","job":"x"},"startsAt":"2024-01-01T00:00:00Z","endsAt":"2024-01-01T00:05:00Z"}]}"#;
-    let events = decode(body.as_bytes(), &cx(&Catalog::default())).expect("decodes");
+    let events = decode(body.as_bytes(), &cx(&IndexedCatalog::default())).expect("decodes");
     assert_eq!(events[0].status, "resolved");
     assert_eq!(events[0].time.to_rfc3339(), "2024-01-01T00:05:00Z");
 }

@@ -1,8 +1,8 @@
-use causeway_rules::{Catalog, ProcessingTime};
+use causeway_rules::{Catalog, IndexedCatalog, ProcessingTime};
 
 use super::*;
 
-fn cx(c: &Catalog) -> DecodeContext<'_> {
+fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
     DecodeContext {
         catalog: c,
         cluster_hint: Some("prod-eu"),
@@ -29,7 +29,7 @@ fn item(
 
 #[test]
 fn a_human_patching_a_deployment_is_a_change_on_its_workload_counted_once() {
-    let c = Catalog::default();
+    let c = IndexedCatalog::default();
     let list = format!(
         r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{},{}]}}"#,
         item(
@@ -65,7 +65,7 @@ fn a_human_patching_a_deployment_is_a_change_on_its_workload_counted_once() {
 
 #[test]
 fn exec_counts_at_response_started_and_both_stages_share_one_id() {
-    let c = Catalog::default();
+    let c = IndexedCatalog::default();
     let started = item(
         "ResponseStarted",
         "create",
@@ -94,7 +94,7 @@ fn exec_counts_at_response_started_and_both_stages_share_one_id() {
 
 #[test]
 fn controller_reads_are_skipped_and_service_accounts_recognised() {
-    let c = Catalog::default();
+    let c = IndexedCatalog::default();
     let read = item(
         "ResponseComplete",
         "list",
@@ -123,7 +123,7 @@ fn controller_reads_are_skipped_and_service_accounts_recognised() {
 
 #[test]
 fn malformed_and_foreign_documents_are_rejected() {
-    let c = Catalog::default();
+    let c = IndexedCatalog::default();
     assert!(
         decode(br#"{"kind": 0}"#, &cx(&c))
             .expect_err("bad")
@@ -143,7 +143,7 @@ fn malformed_and_foreign_documents_are_rejected() {
 
 #[test]
 fn patches_say_what_they_changed_without_copying_secret_values() {
-    let c = Catalog::default();
+    let c = IndexedCatalog::default();
     let patch = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"p1","stage":"ResponseComplete","verb":"patch",
       "user":{"username":"alice"},"objectRef":{"resource":"deployments","namespace":"shop","name":"checkout","apiGroup":"apps"},
       "requestObject":{"spec":{"replicas":5,"template":{"spec":{"containers":[{"name":"app","image":"ghcr.io/acme/checkout:1.4.3",
@@ -189,9 +189,17 @@ fn a_config_map_change_is_a_change_of_the_service_that_reads_it() {
             id,
         )
     };
-    let listed = decode(body("pay-flags", "c1").as_bytes(), &cx(&c)).expect("decodes");
+    let listed = decode(
+        body("pay-flags", "c1").as_bytes(),
+        &cx(&IndexedCatalog::new(c.clone())),
+    )
+    .expect("decodes");
     assert_eq!(listed.events[0].entity, "payments");
-    let by_name = decode(body("checkout-config", "c2").as_bytes(), &cx(&c)).expect("decodes");
+    let by_name = decode(
+        body("checkout-config", "c2").as_bytes(),
+        &cx(&IndexedCatalog::new(c.clone())),
+    )
+    .expect("decodes");
     assert_eq!(by_name.events[0].entity, "checkout");
     assert_eq!(by_name.events[0].attr("name"), Some("checkout-config"));
 }
