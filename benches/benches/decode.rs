@@ -19,7 +19,7 @@
 //! events and records agree. Before timing, each payload set is decoded once and
 //! must give exactly 1 000 events with 1 000 distinct ids.
 //!
-//! Run: `cargo bench -p causeway-benches --bench decode`
+//! Run: `cargo bench --profile release -p causeway -p causeway-benches --bench decode`
 
 use std::collections::BTreeSet;
 use std::hint::black_box;

@@ -19,7 +19,7 @@
 //! The temporary directories are wherever `TMPDIR` points: the write benchmark's
 //! fsyncs cost what that file system makes them cost.
 //!
-//! Run: `cargo bench -p causeway-benches --bench history`
+//! Run: `cargo bench --profile release -p causeway -p causeway-benches --bench history`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

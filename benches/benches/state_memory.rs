@@ -7,7 +7,7 @@
 //!   cause window of an hour: applied effects stay buffered for causes that arrive
 //!   late, causes for their windows, plus remembered ids and incidents.
 //!
-//! Run: `cargo bench -p causeway-benches --bench state_memory` (prints a table;
+//! Run: `cargo bench --profile release -p causeway -p causeway-benches --bench state_memory` (prints a table;
 //! `STATE_EVENTS=1000000` to size it).
 
 use std::alloc::System;
