@@ -40,16 +40,22 @@ up() {
     exit 2
   fi
   mkdir -p "$DIR"
+  # Tests call `up` concurrently: without the lock two brokers start on one SQLite
+  # file and the loser exits with "database is locked" (seen on a fresh machine,
+  # where the first start's schema setup takes longest). Held until `up` returns.
+  exec 9>"$DIR/up.lock"
+  flock 9
   if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && answers; then
     echo "127.0.0.1:$PORT"
     return 0
   fi
-  # tansu reads the SQLite path relative to its working directory.
+  # tansu reads the SQLite path relative to its working directory; it must not
+  # inherit the lock (fd 9), or every later `up` would wait for it to exit.
   (cd "$DIR" && exec nohup tansu broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
     --storage-engine "sqlite://tansu.db" \
-    >"$DIR/tansu.log" 2>&1) &
+    >"$DIR/tansu.log" 2>&1) 9>&- &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     if answers; then
