@@ -289,9 +289,9 @@ impl IndexedCatalog {
             by_resource: HashMap::new(),
             by_argo_app: HashMap::new(),
             by_repo: HashMap::new(),
-            catalog: Catalog::default(),
+            catalog,
         };
-        for (i, s) in catalog.services.iter().enumerate() {
+        for (i, s) in c.catalog.services.iter().enumerate() {
             first(&mut c.by_name, &s.name, i);
             for entity in std::iter::once(&s.name)
                 .chain(&s.workloads)
@@ -316,7 +316,6 @@ impl IndexedCatalog {
                 first(&mut c.by_repo, &r.to_ascii_lowercase(), i);
             }
         }
-        c.catalog = catalog;
         c
     }
 

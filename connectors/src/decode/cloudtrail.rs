@@ -282,8 +282,7 @@ mod tests {
             accounts: [("111122223333".to_owned(), "prod-eu".to_owned())].into(),
             ..c
         };
-        let events =
-            decode(MODIFY.as_bytes(), &cx(&IndexedCatalog::new(mapped.clone()))).expect("decodes");
+        let events = decode(MODIFY.as_bytes(), &cx(&IndexedCatalog::new(mapped))).expect("decodes");
         assert_eq!(events[0].scope, "prod-eu");
         assert_eq!(events[0].attr("account"), Some("111122223333"));
     }

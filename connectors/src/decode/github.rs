@@ -273,8 +273,8 @@ mod tests {
       "repository": {"full_name": "acme/payments-service", "html_url": "https://github.example/acme/payments-service"}
     }"#;
 
-    fn catalog() -> Catalog {
-        Catalog {
+    fn catalog() -> IndexedCatalog {
+        IndexedCatalog::new(Catalog {
             default_cluster: "default".into(),
             environments: [("production".to_owned(), "prod-eu".to_owned())].into(),
             services: vec![ServiceEntry {
@@ -286,7 +286,7 @@ mod tests {
                 ..ServiceEntry::default()
             }],
             ..Catalog::default()
-        }
+        })
     }
 
     fn cx(c: &IndexedCatalog) -> DecodeContext<'_> {
@@ -300,13 +300,8 @@ mod tests {
     #[test]
     fn deployment_status_is_a_deploy_of_the_catalog_service() {
         let c = catalog();
-        let events = decode(
-            "deployment_status",
-            Some("d-1"),
-            STATUS.as_bytes(),
-            &cx(&IndexedCatalog::new(c.clone())),
-        )
-        .expect("decodes");
+        let events =
+            decode("deployment_status", Some("d-1"), STATUS.as_bytes(), &cx(&c)).expect("decodes");
         let e = &events[0];
         assert_eq!(e.kind, EventKind::Deploy);
         assert_eq!(e.source_event_id, "42");
@@ -334,25 +329,13 @@ mod tests {
     fn ping_is_accepted_and_other_events_are_unsupported() {
         let c = catalog();
         assert!(
-            decode(
-                "ping",
-                None,
-                b"{\"zen\":\"x\"}",
-                &cx(&IndexedCatalog::new(c.clone()))
-            )
-            .expect("ok")
-            .is_empty()
+            decode("ping", None, b"{\"zen\":\"x\"}", &cx(&c))
+                .expect("ok")
+                .is_empty()
         );
-        let err =
-            decode("push", None, b"{}", &cx(&IndexedCatalog::new(c.clone()))).expect_err("push");
+        let err = decode("push", None, b"{}", &cx(&c)).expect_err("push");
         assert!(err.to_string().starts_with("unsupported"), "{err}");
-        let err = decode(
-            "deployment_status",
-            None,
-            b"{\"action\":1}",
-            &cx(&IndexedCatalog::new(c.clone())),
-        )
-        .expect_err("bad");
+        let err = decode("deployment_status", None, b"{\"action\":1}", &cx(&c)).expect_err("bad");
         assert!(err.to_string().starts_with("malformed"), "{err}");
     }
 }

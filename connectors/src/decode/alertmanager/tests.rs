@@ -32,15 +32,11 @@ const FIRING: &str = r#"{
 
 #[test]
 fn webhook_alerts_become_events_with_native_ids_times_and_entities() {
-    let catalog = Catalog {
+    let catalog = IndexedCatalog::new(Catalog {
         default_cluster: "prod-us".into(),
         ..Catalog::default()
-    };
-    let events = decode(
-        FIRING.as_bytes(),
-        &cx(&IndexedCatalog::new(catalog.clone())),
-    )
-    .expect("decodes");
+    });
+    let events = decode(FIRING.as_bytes(), &cx(&catalog)).expect("decodes");
     assert_eq!(events.len(), 2);
     let (a, b) = (&events[0], &events[1]);
     assert_eq!(a.source_event_id, "a1b2c3d4e5f60718@2024-05-01T10:02:00Z");

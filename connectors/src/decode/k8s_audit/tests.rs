@@ -169,7 +169,7 @@ fn patches_say_what_they_changed_without_copying_secret_values() {
 #[test]
 fn a_config_map_change_is_a_change_of_the_service_that_reads_it() {
     use causeway_rules::ServiceEntry;
-    let c = Catalog {
+    let c = IndexedCatalog::new(Catalog {
         services: vec![ServiceEntry {
             name: "payments".into(),
             namespace: Some("shop".into()),
@@ -177,7 +177,7 @@ fn a_config_map_change_is_a_change_of_the_service_that_reads_it() {
             ..ServiceEntry::default()
         }],
         ..Catalog::default()
-    };
+    });
     let body = |name: &str, id: &str| {
         item(
             "ResponseComplete",
@@ -189,17 +189,9 @@ fn a_config_map_change_is_a_change_of_the_service_that_reads_it() {
             id,
         )
     };
-    let listed = decode(
-        body("pay-flags", "c1").as_bytes(),
-        &cx(&IndexedCatalog::new(c.clone())),
-    )
-    .expect("decodes");
+    let listed = decode(body("pay-flags", "c1").as_bytes(), &cx(&c)).expect("decodes");
     assert_eq!(listed.events[0].entity, "payments");
-    let by_name = decode(
-        body("checkout-config", "c2").as_bytes(),
-        &cx(&IndexedCatalog::new(c.clone())),
-    )
-    .expect("decodes");
+    let by_name = decode(body("checkout-config", "c2").as_bytes(), &cx(&c)).expect("decodes");
     assert_eq!(by_name.events[0].entity, "checkout");
     assert_eq!(by_name.events[0].attr("name"), Some("checkout-config"));
 }
