@@ -80,12 +80,23 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
         422
     );
 
+    // Wait for the version holding both alerts: the deploy and the first alert can
+    // be released (and committed) while the second still waits for the alert
+    // source to go idle, when the requests are far apart on a loaded machine.
     eventually(
         &base,
-        "SELECT count(*) AS n FROM incidents_latest WHERE rule_id = 'deploy-regression'",
+        "SELECT count(*) AS n FROM incidents_latest WHERE rule_id = 'deploy-regression' AND event_count = 3",
         1,
     )
     .await;
+    assert_eq!(
+        count(
+            &base,
+            "SELECT count(*) AS n FROM incidents_latest WHERE rule_id = 'deploy-regression'"
+        )
+        .await,
+        1
+    );
     let incident = &sql(
         &base,
         "SELECT * FROM incidents_latest WHERE rule_id = 'deploy-regression'",
