@@ -102,9 +102,9 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
             "similar-incident index not loaded; incidents will name none from before this start"
         ),
     }
-    // Receivers and source topics decode with one indexed catalog.
+    // Receivers, source topics and the enricher share one indexed catalog.
     let decode_catalog = Arc::new(IndexedCatalog::new(config.catalog.clone()));
-    let enricher = IncidentEnricher::new(config.catalog.clone(), changes.clone(), similar);
+    let enricher = IncidentEnricher::new(decode_catalog.clone(), changes.clone(), similar);
     let mut engine = engine;
     engine.set_enricher(Arc::new(enricher.clone()));
     let (actions, exec_queue) = Actions::new(

@@ -485,10 +485,15 @@ impl std::fmt::Debug for IncidentEnricher {
 }
 
 impl IncidentEnricher {
-    pub(crate) fn new(catalog: Catalog, changes: ChangeIndex, similar: SimilarIndex) -> Self {
+    /// `catalog` is shared with the receivers' decoders (one index per process).
+    pub(crate) fn new(
+        catalog: Arc<IndexedCatalog>,
+        changes: ChangeIndex,
+        similar: SimilarIndex,
+    ) -> Self {
         let ttl = Duration::from_secs(7 * 24 * 3600);
         IncidentEnricher {
-            catalog: Arc::new(IndexedCatalog::new(catalog)),
+            catalog,
             changes,
             facts: Cache::builder()
                 .max_capacity(400_000)
@@ -905,7 +910,11 @@ mod tests {
             ..Catalog::default()
         };
         let changes = ChangeIndex::new(100, Duration::from_secs(3600));
-        let enricher = IncidentEnricher::new(catalog, changes, SimilarIndex::new(100));
+        let enricher = IncidentEnricher::new(
+            Arc::new(IndexedCatalog::new(catalog)),
+            changes,
+            SimilarIndex::new(100),
+        );
         let d1 = Event::derive_id("github", "1", "success");
         let d2 = Event::derive_id("github", "2", "success");
         let a = Event::derive_id("alertmanager", "a", "firing");
@@ -1040,7 +1049,7 @@ mod tests {
     #[test]
     fn an_unchanged_incident_reuses_its_enrichment_and_a_new_fact_renews_it() {
         let enricher = IncidentEnricher::new(
-            Catalog::default(),
+            Arc::default(),
             ChangeIndex::new(100, Duration::from_secs(60)),
             SimilarIndex::new(100),
         );

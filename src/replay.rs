@@ -146,7 +146,7 @@ async fn replay_enricher(
         eprintln!("similar incidents not loaded: {error:#}");
     }
     let enricher = IncidentEnricher::new(
-        catalog.clone(),
+        std::sync::Arc::new(causeway_rules::IndexedCatalog::new(catalog.clone())),
         ChangeIndex::new(100_000, Duration::from_secs(365 * 24 * 3600)),
         similar,
     );

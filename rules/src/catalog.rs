@@ -127,7 +127,7 @@ impl Catalog {
             .iter()
             .find(|s| s.repos.iter().any(|r| r.eq_ignore_ascii_case(full_name)))
             .map(|s| s.name.clone())
-            .unwrap_or_else(|| full_name.rsplit('/').next().unwrap_or(full_name).to_owned())
+            .unwrap_or_else(|| repo_name(full_name).to_owned())
     }
 
     /// The service a workload in a namespace belongs to; else the workload's name.
@@ -240,6 +240,11 @@ fn config_base(name: &str) -> &str {
         .find_map(|s| name.strip_suffix(s))
         .filter(|b| !b.is_empty())
         .unwrap_or(name)
+}
+
+/// A repository's name without its owner (`acme/checkout` → `checkout`).
+fn repo_name(full_name: &str) -> &str {
+    full_name.rsplit('/').next().unwrap_or(full_name)
 }
 
 /// Whether a service in `service_ns` can be the one a source in `namespace` names.
@@ -389,7 +394,7 @@ impl IndexedCatalog {
         self.by_repo
             .get(&full_name.to_ascii_lowercase())
             .and_then(|i| self.name_at(*i))
-            .unwrap_or_else(|| full_name.rsplit('/').next().unwrap_or(full_name).to_owned())
+            .unwrap_or_else(|| repo_name(full_name).to_owned())
     }
 }
 
