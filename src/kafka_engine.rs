@@ -8,7 +8,14 @@
 //! 1. wait for every queued incident version / late event to be acknowledged;
 //! 2. write the history (Parquet) and the local checkpoint;
 //! 3. save each partition's state, with its next offset, to the state topic;
-//! 4. commit the group offsets.
+//! 4. commit the group offsets once those saves are acknowledged.
+//!
+//! In the running loop the engine does not wait for step 3's acknowledgement:
+//! a partition's state grows with its buffered events (megabytes while a
+//! watermark holds tens of seconds of them), and waiting for the broker to take
+//! it stalled correlation for most of a second at every commit. The offsets are
+//! committed when a later turn of the loop finds the saves acknowledged; a failed
+//! save stops the engine as before. Revokes and shutdown wait.
 //!
 //! A crash anywhere in between replays from the last saved state and emits the same
 //! incident ids and versions again (at least once; consumers de-duplicate on
@@ -141,9 +148,15 @@ impl Core {
     }
 
     /// Steps 1–3 of the commit order for `partitions`; returns their offsets.
-    fn checkpoint(&mut self, partitions: &[u32]) -> anyhow::Result<BTreeMap<u32, u64>> {
+    /// With `wait`, the states are acknowledged on return; without, they are in
+    /// flight until `self.state.settle` says otherwise.
+    fn checkpoint(&mut self, partitions: &[u32], wait: bool) -> anyhow::Result<BTreeMap<u32, u64>> {
+        let t0 = Instant::now();
         self.sink.flush().context("emitting incidents")?;
+        let t1 = Instant::now();
         self.engine.commit().context("committing history")?;
+        let t2 = Instant::now();
+        let mut state_bytes = 0usize;
         let mut offsets = BTreeMap::new();
         let next = self.engine.next_offsets();
         for p in partitions {
@@ -155,8 +168,9 @@ impl Core {
                     h.finish()
                 };
                 if self.saved.get(p) != Some(&digest) {
+                    state_bytes += bytes.len();
                     self.state
-                        .save(*p, &bytes)
+                        .queue(*p, &bytes)
                         .with_context(|| format!("saving partition {p} state"))?;
                     self.saved.insert(*p, digest);
                 }
@@ -165,6 +179,16 @@ impl Core {
                 offsets.insert(*p, *o);
             }
         }
+        if wait {
+            self.state.settle(true).context("saving partition state")?;
+        }
+        tracing::trace!(
+            flush = ?(t1 - t0),
+            history = ?(t2 - t1),
+            state = ?t2.elapsed(),
+            state_bytes,
+            "checkpoint"
+        );
         self.status.send_replace(self.engine.status());
         Ok(offsets)
     }
@@ -219,7 +243,7 @@ impl PartitionOwner for Owner {
             .filter(|p| held.contains(p))
             .collect();
         let offsets = core
-            .checkpoint(&owned)
+            .checkpoint(&owned, true)
             .map_err(|e| owner_error("save revoked partitions", e))?;
         for p in &owned {
             core.engine.revoke(*p);
@@ -282,6 +306,8 @@ impl KafkaEngine {
         let mut last_maintenance = Instant::now();
         let mut clock = causeway_engine::LogClock::default();
         let mut more = false;
+        // Offsets of the last checkpoint, committed once its states are acknowledged.
+        let mut unconfirmed: Option<BTreeMap<u32, u64>> = None;
         while !cancel.is_cancelled() {
             if last_maintenance.elapsed() >= crate::app::MAINTENANCE_EVERY {
                 crate::app::maintain_history(&self.lock()?.engine, retention);
@@ -293,6 +319,14 @@ impl KafkaEngine {
                 .context("reading causeway.events")?;
             let now = ProcessingTime::now();
             let records = crate::app::positioned(records);
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let oldest = records.iter().map(|(_, e)| e.ingested_at).min();
+                tracing::trace!(
+                    records = records.len(),
+                    behind_seconds = oldest.map(|o| (now.as_micros() - o.as_micros()) as f64 / 1e6),
+                    "read"
+                );
+            }
             let behind = records.len() >= crate::app::POLL_MAX;
             let log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
             let mut core = self.lock()?;
@@ -313,8 +347,17 @@ impl KafkaEngine {
                 // A failure here stops the engine: the offsets behind unacknowledged
                 // output must not be committed, and a restart replays from the last
                 // saved state.
-                commit = Some(core.checkpoint(&owned)?);
+                unconfirmed = Some(core.checkpoint(&owned, false)?);
                 last_commit = Instant::now();
+            }
+            if unconfirmed.is_some()
+                && core.state.settle(false).context("saving partition state")?
+            {
+                // Only partitions still ours: a revoke in between committed its own.
+                let owned = core.engine.owned_partitions();
+                commit = unconfirmed
+                    .take()
+                    .map(|o| o.into_iter().filter(|(p, _)| owned.contains(p)).collect());
             }
             core.status.send_replace(core.engine.status());
             drop(core);

@@ -658,7 +658,11 @@ impl Engine {
         let mut out = Output::default();
         let mut totals = StateStats::default();
         let mut more = false;
-        for state in self.partitions.values_mut() {
+        for (p, state) in self.partitions.iter_mut() {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let holder = state.clocks.holder(&self.watermark, now);
+                tracing::trace!(partition = p, ?holder, lag = ?holder.map(|(_, w)| (now.as_micros() - w.as_micros()) as f64 / 1e6), "watermark holder");
+            }
             let step = advance_from_clocks(
                 &mut state.correlator,
                 &state.clocks,
@@ -687,7 +691,7 @@ impl Engine {
             totals.incidents += s.incidents;
         }
         if let Some(w) = self.watermark() {
-            metrics::WATERMARK.set(w.as_micros() / 1_000_000);
+            metrics::WATERMARK.set(w.as_micros() as f64 / 1e6);
         }
         metrics::PENDING_EVENTS.set(totals.pending as i64);
         metrics::OPEN_INCIDENTS.set(totals.incidents as i64);

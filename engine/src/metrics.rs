@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, register_histogram,
-    register_int_counter, register_int_counter_vec, register_int_gauge,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, register_gauge,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
 };
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -21,6 +21,10 @@ fn counter(name: &str, help: &str) -> IntCounter {
 fn gauge(name: &str, help: &str) -> IntGauge {
     register_int_gauge!(name, help)
         .unwrap_or_else(|_| IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn float_gauge(name: &str, help: &str) -> Gauge {
+    register_gauge!(name, help).unwrap_or_else(|_| Gauge::new(name, help).expect("valid metric"))
 }
 
 /// Events offered to the correlator, by source and outcome
@@ -114,9 +118,10 @@ pub static STATE_RESETS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// Watermark, seconds since the epoch.
-pub static WATERMARK: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge(
+/// Watermark, seconds since the epoch (microsecond resolution: a latency
+/// dashboard compares it with the wall clock).
+pub static WATERMARK: LazyLock<Gauge> = LazyLock::new(|| {
+    float_gauge(
         "causeway_engine_watermark_seconds",
         "Event-time watermark, seconds since the Unix epoch",
     )

@@ -134,28 +134,35 @@ pub fn push_rows(
     // Each source's lateness and latest time in these rows: a batch holds a
     // handful of sources, so a short scan beats two map lookups per row, and the
     // clocks are told once per source (they keep the maximum; `now` is the same).
-    let mut sources: Vec<(&str, Duration, EventTime)> = Vec::new();
+    // A re-send (an id already seen) is no sign of progress: it repeats an old
+    // event time, and counting it as activity would keep a source that resends
+    // (Alertmanager re-notifies every firing alert) holding the watermark at its
+    // last new event for as long as anything fires.
+    let mut sources: Vec<(&str, Duration, Option<EventTime>)> = Vec::new();
     for (i, tag) in rows {
         let source = view.source(i);
-        let time = view.time(i);
-        let lateness = match sources.iter_mut().find(|s| s.0 == source) {
-            Some(s) => {
-                s.2 = s.2.max(time);
-                s.1
-            }
+        let k = match sources.iter().position(|s| s.0 == source) {
+            Some(k) => k,
             None => {
                 let lateness = timing.timing(source).allowed_lateness;
-                sources.push((source, lateness, time));
-                lateness
+                sources.push((source, lateness, None));
+                sources.len() - 1
             }
         };
-        let row = view.row(i, evaluated, lateness, tag);
+        let row = view.row(i, evaluated, sources[k].1, tag);
+        let outcome = correlator.push(&row, out);
+        if outcome != PushOutcome::Duplicate {
+            let time = view.time(i);
+            sources[k].2 = Some(sources[k].2.map_or(time, |t| t.max(time)));
+        }
         if let Some(o) = outcomes.get_mut(i) {
-            *o = Some(correlator.push(&row, out));
+            *o = Some(outcome);
         }
     }
     for (source, _, time) in sources {
-        clocks.observe(source, time, now);
+        if let Some(time) = time {
+            clocks.observe(source, time, now);
+        }
     }
 }
 
@@ -324,5 +331,75 @@ impl Operator {
     /// `until` fire (open incidents stay open if their deadlines lie beyond it).
     pub fn finish(&mut self, until: EventTime, out: &mut Output) {
         self.correlator.advance(until, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use causeway_rules::{Catalog, Event};
+
+    use super::*;
+
+    const SEC: i64 = 1_000_000;
+
+    fn event(source: &str, kind: EventKind, sid: &str, status: &str, secs: i64) -> Event {
+        Event {
+            id: Event::derive_id(source, sid, status),
+            source: source.into(),
+            source_event_id: sid.into(),
+            kind,
+            time: EventTime::from_micros(secs * SEC),
+            ingested_at: ProcessingTime::from_micros(0),
+            scope: "cluster-a".into(),
+            entity: "checkout".into(),
+            severity: Severity::Warning,
+            status: status.into(),
+            summary: format!("{source} {sid}"),
+            attributes: BTreeMap::new(),
+            raw: "{}".into(),
+        }
+    }
+
+    fn alert(sid: &str, secs: i64) -> Event {
+        event("alertmanager", EventKind::Alert, sid, "firing", secs)
+    }
+
+    fn push(op: &mut Operator, events: &[Event], now_ms: i64) -> Vec<PushOutcome> {
+        let batch = crate::schema::events_batch(events).expect("a valid batch");
+        let mut out = Output::default();
+        op.push_batch(&batch, ProcessingTime::from_micros(now_ms * 1000), &mut out)
+            .expect("pushed")
+    }
+
+    #[test]
+    fn a_resent_event_does_not_keep_its_source_holding_the_watermark() {
+        let pack = RulePack::builtin().expect("the built-in pack");
+        let mut op = Operator::new(
+            &pack,
+            &Catalog::default(),
+            CorrelatorConfig::default(),
+            WatermarkConfig::default(),
+        )
+        .expect("the operator");
+        // GitHub (30 s out-of-orderness) speaks once; Alertmanager (5 s) keeps on.
+        let deploy = event("github", EventKind::Deploy, "run-1", "success", 100);
+        push(&mut op, &[deploy.clone(), alert("a", 100)], 0);
+        assert_eq!(
+            op.correlator().watermark(),
+            Some(EventTime::from_micros(70 * SEC))
+        );
+        // The deploy again, 1.5 s later: a re-send, no progress of GitHub's.
+        let outcomes = push(&mut op, &[deploy, alert("b", 101)], 1500);
+        assert_eq!(outcomes[0], PushOutcome::Duplicate);
+        // 2.5 s after GitHub last said something new it is idle (2 s timeout):
+        // only Alertmanager holds the watermark. Counting the re-send as activity
+        // would have kept it at 70 s.
+        push(&mut op, &[alert("c", 102)], 2500);
+        assert_eq!(
+            op.correlator().watermark(),
+            Some(EventTime::from_micros(97 * SEC))
+        );
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! Each source's watermark is its latest event time minus its out-of-orderness
 //! delay; the engine's watermark is the minimum over sources that spoke within the
-//! idle timeout, so a silent feed never stalls alerts. When every source is idle,
+//! idle timeout, so a silent feed never stalls alerts (a re-send of an event
+//! already seen is not a sign of life: it carries no new event time, and
+//! Alertmanager re-notifies firing alerts for as long as they fire). When every
+//! source is idle,
 //! the watermark moves to the latest event time seen, so nothing waits forever.
 //! Processing time is used only to judge idleness, and while the engine is behind
 //! the log it is the log's arrival time, not the wall clock ([`LogClock`]).
@@ -164,6 +167,23 @@ impl WatermarkTracker {
                     .max()
             })
             .or_else(|| self.clocks.values().map(|c| c.max_time).max())
+    }
+}
+
+impl WatermarkTracker {
+    /// The active source holding the watermark at `now` and its watermark (none
+    /// when every driving source is idle).
+    pub fn holder(
+        &self,
+        config: &WatermarkConfig,
+        now: ProcessingTime,
+    ) -> Option<(&str, EventTime)> {
+        let idle_before = now.minus(config.idle_timeout);
+        self.clocks
+            .iter()
+            .filter(|(s, c)| config.timing(s).drives_watermark && c.last_seen > idle_before)
+            .map(|(s, c)| (s.as_str(), c.max_time.minus(config.timing(s).delay)))
+            .min_by_key(|(_, w)| *w)
     }
 }
 

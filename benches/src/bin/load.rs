@@ -518,14 +518,31 @@ impl Harness {
         wait_assigned(&instance.base, settings.partitions).await?;
         let tail = TopicTail::new(&settings, &settings.topics.incidents, true)?;
         let stop_tail = Arc::new(AtomicBool::new(false));
+        // The engine keeps one watermark per partition of the events topic (keyed
+        // by scope): the window-close model needs each scope's partition.
+        let events_tail = TopicTail::new(&settings, &settings.topics.events, true)?;
+        let partitions_task = {
+            let stop = stop_tail.clone();
+            std::thread::spawn(move || -> anyhow::Result<HashMap<String, u32>> {
+                let mut partitions = HashMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(m) = events_tail.poll(Duration::from_millis(50))? {
+                        let scope = String::from_utf8_lossy(&m.key).into_owned();
+                        partitions.insert(scope, m.partition);
+                    }
+                }
+                Ok(partitions)
+            })
+        };
         let tail_task = {
             let stop = stop_tail.clone();
-            std::thread::spawn(move || -> anyhow::Result<Vec<(f64, Value)>> {
+            std::thread::spawn(move || -> anyhow::Result<Vec<(f64, Option<f64>, Value)>> {
                 let mut seen = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(body) = tail.poll(Duration::from_millis(50))? {
+                    if let Some(m) = tail.poll(Duration::from_millis(50))? {
                         let at = wall();
-                        seen.push((at, serde_json::from_slice(&body)?));
+                        let produced = m.timestamp_ms.map(|t| t as f64 / 1e3);
+                        seen.push((at, produced, serde_json::from_slice(&m.payload)?));
                     }
                 }
                 Ok(seen)
@@ -563,7 +580,9 @@ impl Harness {
                 }
             });
         }
-        let mut sends = SendLog::default();
+        // (scope, source, wall seconds, event time) of each first send.
+        let mut sent: Vec<(&str, &str, f64, i64)> = Vec::with_capacity(events.len());
+        let mut first_sends = HashSet::new();
         let cpu_before = instance.cpu_seconds();
         let start = Instant::now();
         let mut i = 0;
@@ -579,7 +598,11 @@ impl Harness {
                 let due = batch[0].ingested_at.as_micros() as f64 / 1e6;
                 behind = behind.max(now - due);
                 for e in batch {
-                    sends.record(&e.source, now, e.time.as_micros());
+                    // A re-send is no progress of its source (the engine ignores
+                    // it for idleness too).
+                    if first_sends.insert(e.id.as_str()) {
+                        sent.push((&e.scope, &e.source, now, e.time.as_micros()));
+                    }
                 }
                 tx.send((now, wire::cloudevents_batch(batch))).await?;
                 i = j;
@@ -597,6 +620,16 @@ impl Harness {
         let seen = tail_task
             .join()
             .map_err(|_| anyhow::anyhow!("tail thread panicked"))??;
+        let partitions = partitions_task
+            .join()
+            .map_err(|_| anyhow::anyhow!("events tail thread panicked"))??;
+        let mut sends = SendLog::default();
+        for (scope, source, at, time) in sent {
+            let Some(&partition) = partitions.get(scope) else {
+                anyhow::bail!("no event of scope {scope} was read back from the events topic");
+            };
+            sends.record(partition, source, at, time);
+        }
         let failed = failed.load(Ordering::Relaxed);
         let stored = wait_for_count(&instance.base, expected, Duration::from_secs(60)).await?;
         let usage = instance.stop().await?;
@@ -613,7 +646,18 @@ impl Harness {
         let mut dump = std::env::var_os("CAUSEWAY_LOAD_DUMP")
             .map(std::fs::File::create)
             .transpose()?;
-        for (at, v) in &seen {
+        if let Some(path) = std::env::var_os("CAUSEWAY_LOAD_DUMP") {
+            // Beside it, what was sent: partition, source, wall time, event time.
+            let mut path = path;
+            path.push(".sends");
+            let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+            for ((partition, source), sends) in &sends.sources {
+                for (at, time) in sends {
+                    writeln!(f, "{partition} {source} {at:.3} {:.3}", *time as f64 / 1e6)?;
+                }
+            }
+        }
+        for (at, produced, v) in &seen {
             let rule = v["rule_id"].as_str().unwrap_or("?").to_owned();
             let first_version = v["version"].as_u64() == Some(1);
             if !first_version || !firsts.insert(v["incident_id"].to_string()) {
@@ -629,16 +673,18 @@ impl Harness {
             else {
                 continue;
             };
-            let Some(sent) = sends.sent_at(updated.as_micros()) else {
+            let Some((sent, partition)) = sends.sent_at(updated.as_micros()) else {
                 excluded += 1;
                 continue;
             };
-            let close = sends.close(&timing, updated.as_micros(), sent);
+            let close = sends.close(&timing, partition, updated.as_micros(), sent);
             if let Some(dump) = dump.as_mut() {
                 writeln!(
                     dump,
-                    "{at:.3} {sent:.3} {close:.3} {rule} {} {}",
-                    v["updated_at"], v["incident_id"]
+                    "{at:.3} {sent:.3} {close:.3} {rule} {} {} {:.3} {partition}",
+                    v["updated_at"],
+                    v["incident_id"],
+                    produced.unwrap_or(f64::NAN)
                 )?;
             }
             past_close.push(at - close);
@@ -855,64 +901,70 @@ impl LatencyModel {
     }
 }
 
-/// What the harness sent, per source: (wall seconds, event time µs) in send order.
+/// What the harness sent, per partition of the events topic and source:
+/// (wall seconds, event time µs) of each first send, in send order.
 #[derive(Default)]
 struct SendLog {
-    sources: BTreeMap<String, Vec<(f64, i64)>>,
-    /// The first send of an event with this event time.
-    by_time: HashMap<i64, f64>,
+    sources: BTreeMap<(u32, String), Vec<(f64, i64)>>,
+    /// The first send of an event with this event time, and its partition.
+    by_time: HashMap<i64, (f64, u32)>,
 }
 
 impl SendLog {
-    fn record(&mut self, source: &str, at: f64, time: i64) {
+    fn record(&mut self, partition: u32, source: &str, at: f64, time: i64) {
         self.sources
-            .entry(source.to_owned())
+            .entry((partition, source.to_owned()))
             .or_default()
             .push((at, time));
         // A re-send keeps its alert's time; the first send is what opened things.
-        self.by_time.entry(time).or_insert(at);
+        self.by_time.entry(time).or_insert((at, partition));
     }
 
-    fn sent_at(&self, time: i64) -> Option<f64> {
+    fn sent_at(&self, time: i64) -> Option<(f64, u32)> {
         self.by_time.get(&time).copied()
     }
 
-    /// The earliest wall time at which the watermark can pass `t` (µs), given the
-    /// event at `t` arrived at `from`: every driving source already heard from has
-    /// sent an event at or past `t` + its delay, or has been silent for the idle
-    /// timeout.
-    fn close(&self, m: &LatencyModel, t: i64, from: f64) -> f64 {
-        let mut close = from;
+    /// The earliest wall time at which `partition`'s watermark can pass `t` (µs),
+    /// given the event at `t` arrived at `from`: the first moment at which every
+    /// driving source heard from in that partition has, at once, either sent an
+    /// event at or past `t` + its delay or been silent for the idle timeout. (A
+    /// source that went idle and speaks again holds the watermark again, so the
+    /// sources' conditions must hold at the same moment.)
+    fn close(&self, m: &LatencyModel, partition: u32, t: i64, from: f64) -> f64 {
         let idle = m.config.idle_timeout.as_secs_f64();
-        for (source, sends) in &self.sources {
-            let timing = m.config.timing(source);
-            if !timing.drives_watermark || sends.first().is_none_or(|s| s.0 > from) {
-                continue;
-            }
-            let need = t + timing.delay.as_micros() as i64;
-            // Sends are in wall order; event times nearly so: scan from a margin
-            // before `from` for arrival jitter.
-            let begin = sends.partition_point(|s| s.0 < from - 120.0);
-            let reached = sends[begin..]
-                .iter()
-                .find(|s| s.1 >= need)
-                .map_or(f64::INFINITY, |s| s.0.max(from));
-            // The earliest p ≥ from with no send in (p − idle, p].
-            let mut p = from;
-            loop {
-                let k = sends.partition_point(|s| s.0 <= p);
-                let last = if k == 0 { None } else { Some(sends[k - 1].0) };
-                match last {
-                    Some(l) if l > p - idle => p = l + idle,
-                    _ => break,
+        let mut p = from;
+        loop {
+            let mut next = p;
+            let here = self
+                .sources
+                .range((partition, String::new())..)
+                .take_while(|((part, _), _)| *part == partition);
+            for ((_, source), sends) in here {
+                let timing = m.config.timing(source);
+                let heard = sends.partition_point(|s| s.0 <= p);
+                if !timing.drives_watermark || heard == 0 {
+                    continue;
                 }
-                if p >= reached {
-                    break;
+                let need = t + timing.delay.as_micros() as i64;
+                // Sends are in wall order; event times nearly so: look from a
+                // margin before `from` for arrival jitter.
+                let begin = sends.partition_point(|s| s.0 < from - 120.0);
+                let last = sends[heard - 1].0;
+                if sends[begin.min(heard)..heard].iter().any(|s| s.1 >= need) || last <= p - idle {
+                    continue;
                 }
+                // Holding: until it reaches `need` or falls silent.
+                let reached = sends[heard..]
+                    .iter()
+                    .find(|s| s.1 >= need)
+                    .map_or(f64::INFINITY, |s| s.0);
+                next = next.max(reached.min(last + idle));
             }
-            close = close.max(reached.min(p));
+            if next <= p {
+                return p;
+            }
+            p = next;
         }
-        close
     }
 }
 
@@ -1149,7 +1201,11 @@ impl Instance {
             .arg("run")
             .arg("--config")
             .arg(config)
-            .env("CAUSEWAY_LOG", "warn")
+            // CAUSEWAY_LOAD_LOG: the engine's log filter, to look into a run.
+            .env(
+                "CAUSEWAY_LOG",
+                std::env::var("CAUSEWAY_LOAD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -1347,7 +1403,7 @@ mod tests {
         let mut log = SendLog::default();
         for i in 0..300 {
             let t = f64::from(i) / 10.0;
-            log.record("alertmanager", t, us(t));
+            log.record(0, "alertmanager", t, us(t));
         }
         log
     }
@@ -1355,29 +1411,53 @@ mod tests {
     #[test]
     fn a_busy_source_closes_the_window_one_delay_later() {
         let log = busy();
-        let close = log.close(&model(), us(10.0), 10.0);
+        let close = log.close(&model(), 0, us(10.0), 10.0);
         assert!((close - 11.0).abs() < 1e-6, "{close}");
     }
 
     #[test]
     fn a_quiet_source_holds_the_window_until_it_is_idle() {
         let mut log = busy();
-        log.record("github", 9.5, us(9.5));
+        log.record(0, "github", 9.5, us(9.5));
         // GitHub never reaches 11 s of event time: it stops holding at 9.5 + 2 s.
-        let close = log.close(&model(), us(10.0), 10.0);
+        let close = log.close(&model(), 0, us(10.0), 10.0);
         assert!((close - 11.5).abs() < 1e-6, "{close}");
         // Another GitHub event at 11.2 s of event time reaches it sooner.
-        log.record("github", 10.4, us(11.2));
-        let close = log.close(&model(), us(10.0), 10.0);
+        log.record(0, "github", 10.4, us(11.2));
+        let close = log.close(&model(), 0, us(10.0), 10.0);
         assert!((close - 11.0).abs() < 1e-6, "{close}");
     }
 
     #[test]
     fn late_feeds_and_sources_not_yet_heard_from_do_not_hold_it() {
         let mut log = busy();
-        log.record("cost", 1.0, us(-86_400.0));
-        log.record("cloudtrail", 20.0, us(20.0));
-        let close = log.close(&model(), us(10.0), 10.0);
+        log.record(0, "cost", 1.0, us(-86_400.0));
+        log.record(0, "cloudtrail", 20.0, us(20.0));
+        let close = log.close(&model(), 0, us(10.0), 10.0);
+        assert!((close - 11.0).abs() < 1e-6, "{close}");
+    }
+
+    #[test]
+    fn a_source_that_speaks_again_holds_the_window_again() {
+        let mut log = busy();
+        // Kubernetes events reach 10 s + 1 s of event time at 13 s and stay
+        // active until then. GitHub (event time well behind) is idle from 11 s to
+        // 12 s, but at 13 s it holds again (it spoke at 12 s) until 14 s.
+        log.record(0, "k8s_event", 9.0, us(9.0));
+        log.record(0, "k8s_event", 10.9, us(9.5));
+        log.record(0, "k8s_event", 12.5, us(10.0));
+        log.record(0, "k8s_event", 13.0, us(11.0));
+        log.record(0, "github", 9.0, us(1.0));
+        log.record(0, "github", 12.0, us(2.0));
+        let close = log.close(&model(), 0, us(10.0), 10.0);
+        assert!((close - 14.0).abs() < 1e-6, "{close}");
+    }
+
+    #[test]
+    fn other_partitions_do_not_hold_it() {
+        let mut log = busy();
+        log.record(1, "github", 9.5, us(1.0));
+        let close = log.close(&model(), 0, us(10.0), 10.0);
         assert!((close - 11.0).abs() < 1e-6, "{close}");
     }
 }

@@ -198,10 +198,16 @@ impl GroupConsumer {
             // Statistics feed the consumer-lag gauge (a user's own setting wins).
             .set(
                 "statistics.interval.ms",
-                settings
-                    .properties
-                    .get("statistics.interval.ms")
-                    .map_or("5000", String::as_str),
+                settings.property_or("statistics.interval.ms", "5000"),
+            )
+            // Incidents wait on this read: a broker that holds every fetch for
+            // its maximum wait (tansu does, whether or not data is there) would
+            // add librdkafka's default 500 ms to each event's path. Brokers that
+            // answer as soon as data arrives are only asked more often while the
+            // topic is quiet. A user's own setting wins.
+            .set(
+                "fetch.wait.max.ms",
+                settings.property_or("fetch.wait.max.ms", "10"),
             )
             .create_with_context(context)
             .map_err(kafka_error("create consumer"))?;

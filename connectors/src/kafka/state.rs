@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::executor::block_on;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{KafkaSettings, kafka_error};
@@ -19,6 +19,8 @@ pub struct StateStore {
     reader: BaseConsumer,
     topic: String,
     timeout: Duration,
+    /// Saves queued and not yet acknowledged, by partition.
+    in_flight: Vec<(u32, DeliveryFuture)>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -41,6 +43,9 @@ impl StateStore {
             .set("group.id", format!("{}-state-reader", settings.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
+            // The read waits on one known record: do not let a broker that holds
+            // fetches for their maximum wait stall each assignment by 500 ms.
+            .set("fetch.wait.max.ms", "10")
             .set("fetch.message.max.bytes", "67108864")
             .set("receive.message.max.bytes", "134217728")
             .create()
@@ -50,11 +55,20 @@ impl StateStore {
             reader,
             topic: settings.topics.state.clone(),
             timeout: settings.delivery_timeout.max(Duration::from_secs(5)),
+            in_flight: Vec::new(),
         })
     }
 
-    /// Writes one partition's state and waits for the acknowledgement.
-    pub fn save(&self, partition: u32, state: &[u8]) -> Result<()> {
+    /// Writes one partition's state and waits for the acknowledgement (and for
+    /// every save queued before it).
+    pub fn save(&mut self, partition: u32, state: &[u8]) -> Result<()> {
+        self.queue(partition, state)?;
+        self.settle(true).map(|_| ())
+    }
+
+    /// Queues one partition's state; [`StateStore::settle`] learns whether it was
+    /// acknowledged. Saves of one partition land in the order queued.
+    pub fn queue(&mut self, partition: u32, state: &[u8]) -> Result<()> {
         let key = partition.to_string();
         let record = FutureRecord::to(&self.topic)
             .partition(partition as i32)
@@ -64,13 +78,45 @@ impl StateStore {
             .producer
             .send_result(record)
             .map_err(|(e, _)| kafka_error("save partition state")(e))?;
-        match block_on(delivery) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(kafka_error("save partition state")(e)),
-            Err(_) => Err(Error::Kafka {
-                operation: "save partition state",
-                reason: "producer closed before acknowledging".into(),
-            }),
+        self.in_flight.push((partition, delivery));
+        Ok(())
+    }
+
+    /// Whether every queued save is acknowledged, waiting for them with `wait`;
+    /// the first failed save is an error (the offsets behind it must not be
+    /// committed).
+    pub fn settle(&mut self, wait: bool) -> Result<bool> {
+        let mut failure = None;
+        self.in_flight.retain_mut(|(partition, delivery)| {
+            let outcome = if wait {
+                Some(block_on(&mut *delivery))
+            } else {
+                block_on(futures::future::poll_immediate(&mut *delivery))
+            };
+            match outcome {
+                None => true,
+                Some(Ok(Ok(_))) => false,
+                Some(Ok(Err((e, _)))) => {
+                    failure.get_or_insert(Error::Kafka {
+                        operation: "save partition state",
+                        reason: format!("partition {partition}: {e}"),
+                    });
+                    false
+                }
+                Some(Err(_)) => {
+                    failure.get_or_insert(Error::Kafka {
+                        operation: "save partition state",
+                        reason: format!(
+                            "partition {partition}: producer closed before acknowledging"
+                        ),
+                    });
+                    false
+                }
+            }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(self.in_flight.is_empty()),
         }
     }
 

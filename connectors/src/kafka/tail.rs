@@ -9,6 +9,20 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use super::{KafkaSettings, kafka_error, partition_count};
 use crate::Result;
 
+/// One message read by a [`TopicTail`].
+#[derive(Debug, Clone)]
+pub struct TailMessage {
+    /// The partition it was read from.
+    pub partition: u32,
+    /// The message's key (empty when it has none).
+    pub key: Vec<u8>,
+    /// The message's value.
+    pub payload: Vec<u8>,
+    /// The message's timestamp (milliseconds since the Unix epoch): when its
+    /// producer created it, unless the topic stamps log-append time.
+    pub timestamp_ms: Option<i64>,
+}
+
 /// A group-less reader of every partition of one topic, from where it ends now.
 pub struct TopicTail {
     consumer: BaseConsumer,
@@ -53,12 +67,17 @@ impl TopicTail {
         })
     }
 
-    /// The next message's payload, waiting at most `wait`.
-    pub fn poll(&self, wait: Duration) -> Result<Option<Vec<u8>>> {
+    /// The next message, waiting at most `wait`.
+    pub fn poll(&self, wait: Duration) -> Result<Option<TailMessage>> {
         match self.consumer.poll(wait) {
             None => Ok(None),
             Some(Err(e)) => Err(kafka_error("consume")(e)),
-            Some(Ok(m)) => Ok(Some(m.payload().unwrap_or_default().to_vec())),
+            Some(Ok(m)) => Ok(Some(TailMessage {
+                partition: u32::try_from(m.partition()).unwrap_or_default(),
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                timestamp_ms: m.timestamp().to_millis(),
+            })),
         }
     }
 }
