@@ -46,6 +46,8 @@ pub(crate) struct Running {
     log: Option<Arc<dyn EventLog>>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// Set by [`Running::end_input`].
+    input_ended: Arc<AtomicBool>,
 }
 
 /// Shared by the API handlers.
@@ -121,6 +123,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     // like any other, so the storm is correlated.
     let (own_events, own_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine_healthy = Arc::new(AtomicBool::new(true));
+    let input_ended = Arc::new(AtomicBool::new(false));
     let (status_tx, status) = watch::channel(engine.status());
     let mut tasks = JoinSet::new();
 
@@ -139,6 +142,8 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                 consumer,
                 EngineLoop {
                     commit_interval: config.engine.commit_interval,
+                    idle_timeout: config.engine.watermark.idle_timeout,
+                    input_ended: input_ended.clone(),
                     retention: config.engine.history_retention,
                     cancel: cancel.clone(),
                     status: status_tx,
@@ -257,6 +262,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         log: Some(log_dyn_handle),
         cancel,
         tasks,
+        input_ended,
     })
 }
 
@@ -272,6 +278,15 @@ impl Running {
             .as_ref()
             .and_then(|l| l.end_offsets().get(&0).copied())
             .unwrap_or(0)
+    }
+
+    /// Says that everything this process will be given is in the log (a file
+    /// import has appended its files): once the embedded engine has read it all,
+    /// every source is idle at once rather than after the idle timeout, and the
+    /// engine commits without waiting for the commit interval. What it releases
+    /// is what the idle timeout would have released, only sooner.
+    pub(crate) fn end_input(&self) {
+        self.input_ended.store(true, Ordering::SeqCst);
     }
 
     /// The event log's write side, to append to it directly (file import).
@@ -332,6 +347,8 @@ impl Running {
 /// What the embedded engine loop needs besides the engine and the log.
 struct EngineLoop {
     commit_interval: Duration,
+    idle_timeout: Duration,
+    input_ended: Arc<AtomicBool>,
     retention: Option<Duration>,
     cancel: CancellationToken,
     status: watch::Sender<EngineStatus>,
@@ -355,6 +372,9 @@ async fn engine_loop(
             tokio::task::block_in_place(|| maintain_history(&engine, l.retention));
             last_maintenance = Instant::now();
         }
+        // Read before the poll: everything was appended before it was set, so a
+        // read that is not cut at its limit has reached the end of the input.
+        let input_ended = l.input_ended.load(Ordering::SeqCst);
         let records = tokio::select! {
             _ = l.cancel.cancelled() => break,
             r = consumer.poll(POLL_MAX, poll_wait(more)) => r.context("reading the event log")?,
@@ -362,7 +382,11 @@ async fn engine_loop(
         let now = ProcessingTime::now();
         let records = positioned(records);
         let behind = records.len() >= POLL_MAX;
-        let log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
+        let mut log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
+        let input_done = input_ended && !behind;
+        if input_done {
+            log_now = log_now.plus(l.idle_timeout);
+        }
         l.enricher.observe(records.iter().map(|(_, e)| e));
         let out = tokio::task::block_in_place(|| engine.process(records, log_now))
             .context("correlating events")?;
@@ -373,7 +397,8 @@ async fn engine_loop(
             // The receiver lives as long as the log; a closed one means shutdown.
             let _ = l.own_events.send(own);
         }
-        if engine.commit_due(last_commit.elapsed(), l.commit_interval) {
+        let settled = input_done && !more && engine.status().dirty;
+        if settled || engine.commit_due(last_commit.elapsed(), l.commit_interval) {
             match tokio::task::block_in_place(|| engine.commit()) {
                 Ok(()) => l.healthy.store(true, Ordering::Relaxed),
                 Err(error) => {

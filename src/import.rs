@@ -78,6 +78,7 @@ pub(crate) async fn run(
     let result = async {
         let log = running.event_log()?;
         let total = append_files(paths, format, catalog, cluster, log.as_ref()).await?;
+        running.end_input();
         if !running.wait_quiescent(Duration::from_secs(600)).await {
             bail!("correlation did not finish within 10 minutes; it resumes at the next start");
         }
