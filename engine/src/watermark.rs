@@ -148,17 +148,11 @@ impl WatermarkTracker {
 
     /// The watermark at `now`, or none before any event.
     pub fn watermark(&self, config: &WatermarkConfig, now: ProcessingTime) -> Option<EventTime> {
-        let idle_before = now.minus(config.idle_timeout);
         let driving = |s: &String| config.timing(s).drives_watermark;
-        let active = self
-            .clocks
-            .iter()
-            .filter(|(s, c)| driving(s) && c.last_seen > idle_before)
-            .map(|(s, c)| c.max_time.minus(config.timing(s).delay))
-            .min();
         // All idle: the newest event time of the driving sources; with none at all
         // (a cost import alone), of every source.
-        active
+        self.holder(config, now)
+            .map(|(_, w)| w)
             .or_else(|| {
                 self.clocks
                     .iter()
@@ -168,9 +162,7 @@ impl WatermarkTracker {
             })
             .or_else(|| self.clocks.values().map(|c| c.max_time).max())
     }
-}
 
-impl WatermarkTracker {
     /// The active source holding the watermark at `now` and its watermark (none
     /// when every driving source is idle).
     pub fn holder(

@@ -59,13 +59,6 @@ impl StateStore {
         })
     }
 
-    /// Writes one partition's state and waits for the acknowledgement (and for
-    /// every save queued before it).
-    pub fn save(&mut self, partition: u32, state: &[u8]) -> Result<()> {
-        self.queue(partition, state)?;
-        self.settle(true).map(|_| ())
-    }
-
     /// Queues one partition's state; [`StateStore::settle`] learns whether it was
     /// acknowledged. Saves of one partition land in the order queued.
     pub fn queue(&mut self, partition: u32, state: &[u8]) -> Result<()> {
