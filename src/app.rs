@@ -397,7 +397,9 @@ async fn engine_loop(
             // The receiver lives as long as the log; a closed one means shutdown.
             let _ = l.own_events.send(own);
         }
-        let settled = input_done && !more && engine.status().dirty;
+        // A failed commit is retried at the interval, not at every turn.
+        let settled =
+            input_done && !more && l.healthy.load(Ordering::Relaxed) && engine.status().dirty;
         if settled || engine.commit_due(last_commit.elapsed(), l.commit_interval) {
             match tokio::task::block_in_place(|| engine.commit()) {
                 Ok(()) => l.healthy.store(true, Ordering::Relaxed),
