@@ -183,6 +183,12 @@ impl Actions {
         let mut core = self.lock();
         for v in &out.incidents {
             let runbook = core.rule_runbooks.get(&*v.rule_id).cloned();
+            // Most versions (alert groups) have no runbook and nothing waiting
+            // on them: the kernel would decide nothing, so skip building the
+            // context (its variables cost a catalog walk and cache lookups).
+            if runbook.is_none() && !core.kernel.validating(&v.incident_id) {
+                continue;
+            }
             let vars = core.changes.variables(&core.catalog, v);
             let mut ctx = ActionContext::new(v.clone(), runbook);
             ctx.vars = vars;

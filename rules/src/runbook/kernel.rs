@@ -724,6 +724,16 @@ impl Kernel {
             .map(|(name, h)| (name.as_str(), h.since, h.reason.as_str()))
     }
 
+    /// Whether an action taken on `incident_id` waits for its validation: a
+    /// new version of that incident is news to the kernel even when its rule
+    /// names no runbook.
+    pub fn validating(&self, incident_id: &str) -> bool {
+        self.state
+            .validations
+            .values()
+            .any(|v| *v.row.incident_id == *incident_id)
+    }
+
     /// Actions waiting for approval (their `awaiting_approval` rows).
     pub fn pending_approvals(&self) -> impl Iterator<Item = &Decision> {
         self.state.approvals.values().map(|p| &p.row)

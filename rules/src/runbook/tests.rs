@@ -1009,9 +1009,15 @@ fn resolution_or_merge_within_the_window_passes_validation() {
         .on_incident(&ctx(1, 1, IncidentState::Open), now(0))
         .decisions[0]
         .clone();
+    assert!(
+        k.validating(&a.incident_id),
+        "its versions are news to the kernel"
+    );
+    assert!(!k.validating("inc_other"));
     let out = k.on_incident(&ctx(1, 2, IncidentState::Resolved), now(600));
     assert!(out.decisions.is_empty());
     assert_eq!(out.validated, [a.action_id]);
+    assert!(!k.validating(&a.incident_id), "validated: nothing waits");
 
     let b = k
         .on_incident(&ctx(2, 1, IncidentState::Open), now(0))
