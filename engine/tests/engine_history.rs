@@ -446,3 +446,81 @@ fn id_columns_carry_bloom_filters_and_nothing_else_does() {
         }
     }
 }
+
+/// An enricher whose text is long and the same over an incident's versions, as
+/// the binary's is.
+#[derive(Debug)]
+struct LongText;
+
+impl causeway_engine::Enricher for LongText {
+    fn enrich(
+        &self,
+        incident: &causeway_rules::IncidentVersion,
+        _edges: &[&causeway_rules::IncidentEdge],
+    ) -> Option<std::sync::Arc<str>> {
+        Some(format!("{}{}", incident.incident_id, "x".repeat(700)).into())
+    }
+}
+
+#[test]
+fn repeated_enrichment_stays_dictionary_encoded_past_the_default_page_limit() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = Engine::open(options(dir.path())).expect("open");
+    engine.set_enricher(std::sync::Arc::new(LongText));
+    // 2 000 alert groups of 3 alerts: 6 000 versions, 2 000 distinct texts of
+    // ~740 bytes — 1.5 MB of dictionary, past parquet's 1 MiB default.
+    let mut input = Vec::new();
+    for at in 0..3 {
+        for entity in 0..2000 {
+            let mut e = event(
+                at * 10,
+                EventKind::Alert,
+                &format!("svc-{entity}"),
+                "firing",
+                "HighErrorRate",
+            );
+            e.id = Event::derive_id("test", &format!("svc-{entity}@{at}"), "firing");
+            input.push(e);
+        }
+    }
+    engine
+        .process(records(input, 0), ProcessingTime::from_micros(0))
+        .expect("process");
+    engine
+        .tick(ProcessingTime::from_micros(3_600_000_000))
+        .expect("tick");
+    engine.commit().expect("commit");
+    let day = std::fs::read_dir(dir.path().join("history").join("incidents"))
+        .expect("table dir")
+        .next()
+        .expect("a day")
+        .expect("entry")
+        .path();
+    let file = std::fs::read_dir(&day)
+        .expect("day dir")
+        .next()
+        .expect("a file")
+        .expect("entry")
+        .path();
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(&file).expect("open")).expect("parquet");
+    let row_group = reader.metadata().row_group(0);
+    assert!(
+        row_group.num_rows() >= 6000,
+        "{} rows",
+        row_group.num_rows()
+    );
+    let enrichment = row_group
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "enrichment")
+        .expect("enrichment column");
+    // Plain pages would hold every row's text (≥ 6 000 × 740 bytes).
+    let text_bytes = 2000 * 740;
+    assert!(
+        enrichment.uncompressed_size() < 2 * text_bytes,
+        "enrichment column chunk {} bytes uncompressed",
+        enrichment.uncompressed_size()
+    );
+}
