@@ -400,9 +400,30 @@ async fn compaction_merges_a_days_small_files_and_a_crash_midway_loses_nothing()
     );
 }
 
+/// The first Parquet file of the first day of `table`.
+fn first_file(
+    data_dir: &std::path::Path,
+    table: &str,
+) -> parquet::file::reader::SerializedFileReader<std::fs::File> {
+    let day = std::fs::read_dir(data_dir.join("history").join(table))
+        .expect("table dir")
+        .next()
+        .expect("a day")
+        .expect("entry")
+        .path();
+    let file = std::fs::read_dir(&day)
+        .expect("day dir")
+        .next()
+        .expect("a file")
+        .expect("entry")
+        .path();
+    parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).expect("open"))
+        .expect("parquet")
+}
+
 #[test]
 fn id_columns_carry_bloom_filters_and_nothing_else_does() {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::reader::FileReader;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut engine = Engine::open(options(dir.path())).expect("open");
     let input = vec![
@@ -421,20 +442,7 @@ fn id_columns_carry_bloom_filters_and_nothing_else_does() {
         ("incidents", vec!["incident_id", "root_cause_event_id"]),
         ("incident_events", vec!["incident_id", "event_id"]),
     ] {
-        let day = std::fs::read_dir(dir.path().join("history").join(table))
-            .expect("table dir")
-            .next()
-            .expect("a day")
-            .expect("entry")
-            .path();
-        let file = std::fs::read_dir(&day)
-            .expect("day dir")
-            .next()
-            .expect("a file")
-            .expect("entry")
-            .path();
-        let reader =
-            SerializedFileReader::new(std::fs::File::open(&file).expect("open")).expect("parquet");
+        let reader = first_file(dir.path(), table);
         let row_group = reader.metadata().row_group(0);
         for column in row_group.columns() {
             let name = column.column_path().string();
@@ -464,7 +472,7 @@ impl causeway_engine::Enricher for LongText {
 
 #[test]
 fn repeated_enrichment_stays_dictionary_encoded_past_the_default_page_limit() {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::reader::FileReader;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut engine = Engine::open(options(dir.path())).expect("open");
     engine.set_enricher(std::sync::Arc::new(LongText));
@@ -491,20 +499,7 @@ fn repeated_enrichment_stays_dictionary_encoded_past_the_default_page_limit() {
         .tick(ProcessingTime::from_micros(3_600_000_000))
         .expect("tick");
     engine.commit().expect("commit");
-    let day = std::fs::read_dir(dir.path().join("history").join("incidents"))
-        .expect("table dir")
-        .next()
-        .expect("a day")
-        .expect("entry")
-        .path();
-    let file = std::fs::read_dir(&day)
-        .expect("day dir")
-        .next()
-        .expect("a file")
-        .expect("entry")
-        .path();
-    let reader =
-        SerializedFileReader::new(std::fs::File::open(&file).expect("open")).expect("parquet");
+    let reader = first_file(dir.path(), "incidents");
     let row_group = reader.metadata().row_group(0);
     assert!(
         row_group.num_rows() >= 6000,
