@@ -397,17 +397,27 @@ async fn engine_loop(
             // The receiver lives as long as the log; a closed one means shutdown.
             let _ = l.own_events.send(own);
         }
+        // A commit written in the background reports here once it has finished.
+        match engine.poll_commit() {
+            Ok(true) => l.healthy.store(true, Ordering::Relaxed),
+            Ok(false) => {}
+            Err(error) => commit_failed(&l, &error),
+        }
         // A failed commit is retried at the interval, not at every turn.
         let settled =
             input_done && !more && l.healthy.load(Ordering::Relaxed) && engine.status().dirty;
         if settled || engine.commit_due(last_commit.elapsed(), l.commit_interval) {
-            match tokio::task::block_in_place(|| engine.commit()) {
-                Ok(()) => l.healthy.store(true, Ordering::Relaxed),
-                Err(error) => {
-                    // Keep the rows pending and try again next interval.
-                    l.healthy.store(false, Ordering::Relaxed);
-                    tracing::error!(%error, "history commit failed; will retry");
-                }
+            // Settled input is committed and waited for (an import ends on it);
+            // otherwise the commit is written beside the correlation that goes on.
+            let committed = if settled {
+                tokio::task::block_in_place(|| engine.commit())
+            } else {
+                tokio::task::block_in_place(|| engine.start_commit())
+            };
+            match committed {
+                Ok(()) if settled => l.healthy.store(true, Ordering::Relaxed),
+                Ok(()) => {}
+                Err(error) => commit_failed(&l, &error),
             }
             last_commit = Instant::now();
         }
@@ -418,6 +428,12 @@ async fn engine_loop(
     l.status.send_replace(engine.status());
     tracing::info!("engine stopped after a final commit");
     Ok(())
+}
+
+/// A failed commit keeps its rows pending; the next interval tries again.
+fn commit_failed(l: &EngineLoop, error: &causeway_engine::Error) {
+    l.healthy.store(false, Ordering::Relaxed);
+    tracing::error!(%error, "history commit failed; will retry");
 }
 
 /// Most records one read of the log returns; a full read means more is waiting.

@@ -65,7 +65,7 @@ fn parquet_write(c: &mut Criterion, events: &[Event], batches: &[RecordBatch]) {
             history.append("events", batch.clone());
         }
         let written = history.write_pending(1).expect("write parquet");
-        let rows: usize = written.iter().map(|(_, _, n)| n).sum();
+        let rows: usize = written.files.iter().map(|(_, _, n)| n).sum();
         history.publish(written);
         (dir, rows)
     };

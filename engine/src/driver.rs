@@ -32,7 +32,7 @@ use causeway_rules::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::history::History;
+use crate::history::{History, Sealed, Written};
 use crate::operator::{BatchView, advance_from_clocks, push_rows};
 use crate::predicate::CompiledRules;
 use crate::store::{HistoryLocation, ObjectStoreSpec, sync_dir};
@@ -130,7 +130,7 @@ pub struct EngineStatus {
     /// The lowest watermark over owned partitions.
     pub watermark: Option<EventTime>,
     pub pending_events: usize,
-    /// Whether uncommitted rows exist.
+    /// Whether uncommitted rows exist (or a commit is still being written).
     pub dirty: bool,
 }
 
@@ -197,6 +197,8 @@ pub struct Engine {
     dirty: bool,
     sidecar: Vec<u8>,
     enricher: Option<Arc<dyn Enricher>>,
+    /// The commit being written on its own thread ([`Engine::start_commit`]).
+    in_flight: Option<InFlightCommit>,
 }
 
 fn checkpoint_path(data_dir: &Path) -> PathBuf {
@@ -379,6 +381,7 @@ impl Engine {
             dirty: false,
             sidecar,
             enricher: None,
+            in_flight: None,
         };
         if let Some(cp) = checkpoint
             && engine.mode == PartitionStateMode::Local
@@ -510,7 +513,7 @@ impl Engine {
             next_offsets: self.next_offsets(),
             watermark: self.watermark(),
             pending_events: self.pending_events(),
-            dirty: self.dirty,
+            dirty: self.dirty || self.in_flight.is_some(),
         }
     }
 
@@ -800,59 +803,161 @@ impl Engine {
         self.dirty && (since_last >= interval || self.history.pending_bytes() >= COMMIT_BYTES)
     }
 
-    /// Commits pending history and the checkpoint, in that order.
+    /// Commits pending history and the checkpoint, in that order, and waits for
+    /// both to be durable.
     pub fn commit(&mut self) -> Result<()> {
+        self.start_commit()?;
+        self.finish_commit()
+    }
+
+    /// Starts a commit of everything pending and returns without waiting for it:
+    /// its Parquet files and checkpoint are written on a thread of their own
+    /// while the engine goes on correlating (rows appended meanwhile belong to
+    /// the next commit). A commit still in flight is waited for first, and its
+    /// failure is what this returns (its rows stay pending, so the next commit
+    /// retries them).
+    pub fn start_commit(&mut self) -> Result<()> {
+        self.finish_commit()?;
         if !self.dirty {
             return Ok(());
         }
         let started = Instant::now();
         let seq = self.history_seq + 1;
-        let written = if self.history.has_pending() {
-            self.history.write_pending(seq)?
-        } else {
-            Vec::new()
-        };
         let mut partitions = BTreeMap::new();
         if self.mode == PartitionStateMode::Local {
             for (p, state) in &self.partitions {
                 partitions.insert(*p, self.partition_checkpoint_value(state)?);
             }
         }
-        let cp = Checkpoint {
-            version: CHECKPOINT_VERSION,
-            history_seq: seq,
-            partitions,
-            sidecar: self.sidecar.clone(),
+        let job = CommitJob {
+            history: self.history.clone(),
+            sealed: self.history.seal(),
+            checkpoint: Checkpoint {
+                version: CHECKPOINT_VERSION,
+                history_seq: seq,
+                partitions,
+                sidecar: self.sidecar.clone(),
+            },
+            path: checkpoint_path(&self.data_dir),
         };
-        let path = checkpoint_path(&self.data_dir);
-        let dir = path
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| self.data_dir.clone());
-        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        let tmp = path.with_extension("bin.tmp");
-        {
-            use std::io::Write;
-            // Streamed to the file: the partitions' snapshots are not copied again
-            // into one buffer.
-            let f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-            let mut w = postcard::to_io(&cp, std::io::BufWriter::with_capacity(1 << 20, f))
-                .map_err(|e| Error::Checkpoint {
-                    path: tmp.clone(),
-                    reason: e.to_string(),
-                })?;
-            w.flush().map_err(Error::io("write", &tmp))?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
-            f.sync_all().map_err(Error::io("sync", &tmp))?;
-        }
-        fs::rename(&tmp, &path).map_err(Error::io("rename", &path))?;
-        sync_dir(&dir)?;
-        self.history.publish(written);
-        self.history_seq = seq;
+        let thread = std::thread::Builder::new()
+            .name("causeway-commit".into())
+            .spawn(move || job.run())
+            .map_err(|e| Error::Internal(format!("could not start the commit thread: {e}")))?;
+        self.in_flight = Some(InFlightCommit {
+            seq,
+            started,
+            thread,
+        });
         self.dirty = false;
-        metrics::COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
+
+    /// Waits for the commit in flight, if any. On failure the engine is dirty
+    /// again and the rows stay pending for the next commit.
+    pub fn finish_commit(&mut self) -> Result<()> {
+        let Some(commit) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = commit
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("the commit thread panicked".into())));
+        match outcome {
+            Ok(()) => {
+                self.history_seq = commit.seq;
+                metrics::COMMIT_SECONDS.observe(commit.started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Collects the commit in flight if it has finished, without waiting;
+    /// `Ok(true)` when one finished.
+    pub fn poll_commit(&mut self) -> Result<bool> {
+        match &self.in_flight {
+            Some(commit) if commit.thread.is_finished() => self.finish_commit().map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether a commit is being written.
+    pub fn commit_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+}
+
+impl Drop for Engine {
+    /// A commit in flight is finished, not abandoned half-way (which would be
+    /// safe, only wasteful): the engine owns its writer thread.
+    fn drop(&mut self) {
+        if let Err(error) = self.finish_commit() {
+            tracing::error!(%error, "the last history commit failed as the engine closed");
+        }
+    }
+}
+
+/// A commit being written on its own thread.
+#[derive(Debug)]
+struct InFlightCommit {
+    seq: u64,
+    started: Instant,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+/// What one commit writes: the sealed rows as Parquet, then the checkpoint
+/// naming their sequence, then (both durable) the swap readers see.
+struct CommitJob {
+    history: History,
+    sealed: Sealed,
+    checkpoint: Checkpoint,
+    path: PathBuf,
+}
+
+impl CommitJob {
+    fn run(self) -> Result<()> {
+        let written = if self.sealed.is_empty() {
+            Written::default()
+        } else {
+            self.history
+                .write_sealed(self.checkpoint.history_seq, self.sealed)?
+        };
+        write_checkpoint(&self.path, &self.checkpoint)?;
+        self.history.publish(written);
+        Ok(())
+    }
+}
+
+/// Replaces the checkpoint file atomically: streamed to a temporary, synced,
+/// renamed over the old one, and the directory synced.
+fn write_checkpoint(path: &Path, cp: &Checkpoint) -> Result<()> {
+    let dir = path
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    let tmp = path.with_extension("bin.tmp");
+    {
+        use std::io::Write;
+        // Streamed to the file: the partitions' snapshots are not copied again
+        // into one buffer.
+        let f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let mut w = postcard::to_io(cp, std::io::BufWriter::with_capacity(1 << 20, f)).map_err(
+            |e| Error::Checkpoint {
+                path: tmp.clone(),
+                reason: e.to_string(),
+            },
+        )?;
+        w.flush().map_err(Error::io("write", &tmp))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
+        f.sync_all().map_err(Error::io("sync", &tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(Error::io("rename", path))?;
+    sync_dir(&dir)
 }

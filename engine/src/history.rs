@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use chrono::DateTime;
 use parquet::arrow::ArrowWriter;
@@ -101,8 +101,33 @@ struct Inner {
     pending_bytes: usize,
 }
 
-/// A file written by [`History::write_pending`], not yet visible to readers.
-pub type Written = (&'static str, String, usize);
+/// A file written for a commit, not yet visible to readers: (table, key, rows).
+pub type WrittenFile = (&'static str, String, usize);
+
+/// The pending rows one commit takes: every batch pending when it was sealed.
+/// Rows appended after the seal stay pending for the next commit, so a commit
+/// can be written while the engine goes on appending.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    batches: BTreeMap<&'static str, Vec<RecordBatch>>,
+    bytes: usize,
+}
+
+impl Sealed {
+    /// Whether the seal holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.batches.values().all(|b| b.is_empty())
+    }
+}
+
+/// A commit's files, written but not yet visible to readers, and the pending
+/// rows they hold.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub files: Vec<WrittenFile>,
+    sealed: BTreeMap<&'static str, usize>,
+    bytes: usize,
+}
 
 /// The history of one engine: committed Parquet files and pending rows.
 #[derive(Debug, Clone)]
@@ -160,40 +185,70 @@ impl History {
             .pending_bytes
     }
 
-    /// Writes every pending row as Parquet files of commit `seq`. The caller makes
-    /// the commit durable (checkpoint) and then calls [`History::publish`].
-    pub fn write_pending(&self, seq: u64) -> Result<Vec<Written>> {
-        let pending: BTreeMap<&'static str, Vec<RecordBatch>> = {
-            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-            inner.pending.clone()
+    /// Takes every pending row for one commit; they stay pending (and visible
+    /// to readers) until [`History::publish`] swaps them for their files.
+    pub fn seal(&self) -> Sealed {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        Sealed {
+            batches: inner.pending.clone(),
+            bytes: inner.pending_bytes,
+        }
+    }
+
+    /// Writes every pending row as Parquet files of commit `seq`: [`History::seal`]
+    /// then [`History::write_sealed`].
+    pub fn write_pending(&self, seq: u64) -> Result<Written> {
+        self.write_sealed(seq, self.seal())
+    }
+
+    /// Writes sealed rows as Parquet files of commit `seq`, one per table and
+    /// day. The caller makes the commit durable (checkpoint) and then calls
+    /// [`History::publish`]. Touches nothing readers see, so it may run on
+    /// another thread while rows go on being appended.
+    pub fn write_sealed(&self, seq: u64, sealed: Sealed) -> Result<Written> {
+        let mut written = Written {
+            bytes: sealed.bytes,
+            ..Written::default()
         };
-        let mut written = Vec::new();
         for table in TABLES {
-            let Some(batches) = pending.get(table.name).filter(|b| !b.is_empty()) else {
+            let Some(batches) = sealed.batches.get(table.name).filter(|b| !b.is_empty()) else {
                 continue;
             };
-            let all = concat_batches(table.schema, batches)?;
-            for (day, rows) in split_by_day(&all, table.time_column)? {
+            written.sealed.insert(table.name, batches.len());
+            let mut by_day: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+            for batch in batches {
+                for (day, rows) in split_by_day(batch, table.time_column)? {
+                    by_day.entry(day).or_default().push(rows);
+                }
+            }
+            for (day, rows) in by_day {
                 let key = format!("{}/dt={day}/part-{seq:020}.parquet", table.name);
+                let n = rows.iter().map(RecordBatch::num_rows).sum();
                 self.location.put(&key, parquet_bytes(&table, &rows)?)?;
-                written.push((table.name, key, rows.num_rows()));
+                written.files.push((table.name, key, n));
             }
         }
         Ok(written)
     }
 
-    /// Makes files written by [`History::write_pending`] visible to readers and
-    /// drops the pending rows they hold, in one step.
-    pub fn publish(&self, written: Vec<Written>) {
+    /// Makes files written by [`History::write_sealed`] visible to readers and
+    /// drops the pending rows they hold, in one step; rows appended after the
+    /// seal stay pending.
+    pub fn publish(&self, written: Written) {
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        for (table, key, rows) in written {
+        for (table, key, rows) in written.files {
             metrics::HISTORY_ROWS
                 .with_label_values(&[table])
                 .inc_by(rows as u64);
             inner.files.entry(table).or_default().push(key);
         }
-        inner.pending.clear();
-        inner.pending_bytes = 0;
+        for (table, n) in written.sealed {
+            if let Some(pending) = inner.pending.get_mut(table) {
+                pending.drain(..n.min(pending.len()));
+            }
+        }
+        inner.pending.retain(|_, batches| !batches.is_empty());
+        inner.pending_bytes = inner.pending_bytes.saturating_sub(written.bytes);
     }
 
     /// Retention: removes every committed file of a day before `cutoff` (event time,
@@ -272,9 +327,8 @@ impl History {
             if batches.iter().any(|b| b.schema() != **spec.schema) {
                 continue;
             }
-            let all = concat_batches(spec.schema, &batches)?;
             let out = format!("{table}/{day}/part-{first:020}-{last:020}.parquet");
-            self.location.put(&out, parquet_bytes(spec, &all)?)?;
+            self.location.put(&out, parquet_bytes(spec, &batches)?)?;
             {
                 let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(files) = inner.files.get_mut(table) {
@@ -430,14 +484,16 @@ const BLOOM_FPP: f64 = 0.01;
 /// ~50 k distinct enrichments of ~600 bytes.
 const REPEATED_TEXT_DICTIONARY_BYTES: usize = 32 << 20;
 
-/// One zstd-compressed Parquet file of `table` holding `batch`.
-fn parquet_bytes(table: &Table, batch: &RecordBatch) -> Result<Vec<u8>> {
+/// One zstd-compressed Parquet file of `table` holding `batches` in order
+/// (written one after another: they are never concatenated first).
+fn parquet_bytes(table: &Table, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     // Sized for the rows at hand: a one-second commit of a few rows must not carry
     // a filter sized for a million.
-    let ndv = u64::try_from(batch.num_rows().clamp(1, ROW_GROUP_ROWS)).unwrap_or(1);
+    let ndv = u64::try_from(rows.clamp(1, ROW_GROUP_ROWS)).unwrap_or(1);
     for column in table.lookup_columns {
         let path = ColumnPath::from(*column);
         props = props
@@ -452,7 +508,9 @@ fn parquet_bytes(table: &Table, batch: &RecordBatch) -> Result<Vec<u8>> {
         );
     }
     let props = props.build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
-    writer.write(batch)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), SchemaRef::clone(table.schema), Some(props))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
     Ok(writer.into_inner()?)
 }

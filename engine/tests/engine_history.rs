@@ -519,3 +519,110 @@ fn repeated_enrichment_stays_dictionary_encoded_past_the_default_page_limit() {
         enrichment.uncompressed_size()
     );
 }
+
+/// Rows the engine appends while a commit is written in the background belong
+/// to the next commit; readers see every row throughout, and only committed
+/// rows survive a restart.
+#[tokio::test]
+async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = Engine::open(options(dir.path())).expect("open");
+    let first = vec![
+        event(0, EventKind::Alert, "search", "firing", "DiskFull"),
+        event(10, EventKind::Alert, "search", "firing", "HighLatency"),
+    ];
+    engine
+        .process(records(first, 0), ProcessingTime::from_micros(0))
+        .expect("process");
+    engine.start_commit().expect("start");
+    assert!(engine.commit_in_flight());
+    assert!(engine.status().dirty, "a commit in flight is not settled");
+    let second = vec![event(20, EventKind::Alert, "checkout", "firing", "OOMKilled")];
+    engine
+        .process(records(second, 2), ProcessingTime::from_micros(1))
+        .expect("process");
+    let live = HistoryReader::live(engine.history());
+    assert_eq!(count(&live, "SELECT count(*) FROM events").await, 3);
+    engine.finish_commit().expect("finish");
+    assert!(!engine.commit_in_flight());
+    assert!(engine.status().dirty, "the second batch is still pending");
+    assert_eq!(count(&live, "SELECT count(*) FROM events").await, 3);
+    assert_eq!(
+        count(
+            &HistoryReader::from_data_dir(dir.path()).expect("reader"),
+            "SELECT count(*) FROM events"
+        )
+        .await,
+        2,
+        "only the sealed rows were committed"
+    );
+    drop(engine);
+
+    // The restart resumes after the first commit: the third event is read again.
+    let mut engine = Engine::open(options(dir.path())).expect("reopen");
+    assert_eq!(engine.next_offsets().get(&0), Some(&2));
+    let again = vec![event(20, EventKind::Alert, "checkout", "firing", "OOMKilled")];
+    engine
+        .process(records(again, 2), ProcessingTime::from_micros(1))
+        .expect("process");
+    engine.commit().expect("commit");
+    let cold = HistoryReader::from_data_dir(dir.path()).expect("reader");
+    assert_eq!(count(&cold, "SELECT count(*) FROM events").await, 3);
+    assert_eq!(
+        count(&cold, "SELECT count(DISTINCT event_id) FROM events").await,
+        3
+    );
+}
+
+/// A background commit that fails (its checkpoint cannot be written) is
+/// reported when the engine next waits for it; its rows stay pending, the next
+/// commit writes them once, and the half-written files never show.
+#[tokio::test]
+async fn a_failed_background_commit_keeps_its_rows_for_the_retry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = Engine::open(options(dir.path())).expect("open");
+    engine
+        .process(
+            records(
+                vec![event(0, EventKind::Alert, "search", "firing", "DiskFull")],
+                0,
+            ),
+            ProcessingTime::from_micros(0),
+        )
+        .expect("process");
+    engine.commit().expect("first commit");
+    engine
+        .process(
+            records(
+                vec![event(10, EventKind::Alert, "search", "firing", "HighLatency")],
+                1,
+            ),
+            ProcessingTime::from_micros(1),
+        )
+        .expect("process");
+    // The checkpoint's directory becomes a file: the Parquet files are written,
+    // the checkpoint is not.
+    let engine_dir = dir.path().join("engine");
+    std::fs::remove_dir_all(&engine_dir).expect("remove engine dir");
+    std::fs::write(&engine_dir, b"not a directory").expect("block");
+    engine.start_commit().expect("started");
+    let failed = engine.finish_commit();
+    assert!(failed.is_err(), "the checkpoint could not be written");
+    assert!(engine.status().dirty, "its rows are pending again");
+    let live = HistoryReader::live(engine.history());
+    assert_eq!(count(&live, "SELECT count(*) FROM events").await, 2);
+    assert_eq!(
+        count(&live, "SELECT count(DISTINCT event_id) FROM events").await,
+        2,
+        "the failed commit's files are not listed beside its pending rows"
+    );
+
+    std::fs::remove_file(&engine_dir).expect("unblock");
+    std::fs::create_dir_all(&engine_dir).expect("engine dir");
+    engine.commit().expect("retry");
+    assert!(!engine.status().dirty);
+    assert_eq!(count(&live, "SELECT count(*) FROM events").await, 2);
+    drop(engine);
+    let cold = HistoryReader::from_data_dir(dir.path()).expect("reader");
+    assert_eq!(count(&cold, "SELECT count(*) FROM events").await, 2);
+}
