@@ -143,6 +143,7 @@ struct PartitionCheckpoint {
     /// where a fresh correlator (after a rule change) reads again from.
     replay_from: u64,
     clocks: WatermarkTracker,
+    #[serde(with = "serde_bytes")]
     correlator: Vec<u8>,
 }
 
@@ -155,11 +156,13 @@ struct Checkpoint {
     partitions: BTreeMap<u32, PartitionCheckpoint>,
     /// State the binary keeps beside correlation and commits with it (the runbook
     /// kernel's decisions), so a restart neither loses nor repeats them.
+    #[serde(with = "serde_bytes")]
     sidecar: Vec<u8>,
 }
 
 /// 5: the correlator snapshot inside it moved to version 2 (compact pending events).
-const CHECKPOINT_VERSION: u32 = 5;
+/// 6: byte fields and event ids written as bytes (snapshot version 3).
+const CHECKPOINT_VERSION: u32 = 6;
 
 /// Most buffered events one partition releases per [`Engine::tick`]. A step's
 /// output (versions, evidence, enrichment, their Arrow rows) is a few hundred
@@ -946,12 +949,13 @@ fn write_checkpoint(path: &Path, cp: &Checkpoint) -> Result<()> {
         // Streamed to the file: the partitions' snapshots are not copied again
         // into one buffer.
         let f = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        let mut w = postcard::to_io(cp, std::io::BufWriter::with_capacity(1 << 20, f)).map_err(
-            |e| Error::Checkpoint {
-                path: tmp.clone(),
-                reason: e.to_string(),
-            },
-        )?;
+        let mut w =
+            postcard::to_io(cp, std::io::BufWriter::with_capacity(1 << 20, f)).map_err(|e| {
+                Error::Checkpoint {
+                    path: tmp.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         w.flush().map_err(Error::io("write", &tmp))?;
         let f = w
             .into_inner()

@@ -537,7 +537,13 @@ async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
     engine.start_commit().expect("start");
     assert!(engine.commit_in_flight());
     assert!(engine.status().dirty, "a commit in flight is not settled");
-    let second = vec![event(20, EventKind::Alert, "checkout", "firing", "OOMKilled")];
+    let second = vec![event(
+        20,
+        EventKind::Alert,
+        "checkout",
+        "firing",
+        "OOMKilled",
+    )];
     engine
         .process(records(second, 2), ProcessingTime::from_micros(1))
         .expect("process");
@@ -561,7 +567,13 @@ async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
     // The restart resumes after the first commit: the third event is read again.
     let mut engine = Engine::open(options(dir.path())).expect("reopen");
     assert_eq!(engine.next_offsets().get(&0), Some(&2));
-    let again = vec![event(20, EventKind::Alert, "checkout", "firing", "OOMKilled")];
+    let again = vec![event(
+        20,
+        EventKind::Alert,
+        "checkout",
+        "firing",
+        "OOMKilled",
+    )];
     engine
         .process(records(again, 2), ProcessingTime::from_micros(1))
         .expect("process");
@@ -594,7 +606,13 @@ async fn a_failed_background_commit_keeps_its_rows_for_the_retry() {
     engine
         .process(
             records(
-                vec![event(10, EventKind::Alert, "search", "firing", "HighLatency")],
+                vec![event(
+                    10,
+                    EventKind::Alert,
+                    "search",
+                    "firing",
+                    "HighLatency",
+                )],
                 1,
             ),
             ProcessingTime::from_micros(1),

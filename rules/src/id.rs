@@ -126,13 +126,17 @@ impl fmt::Display for EventId {
     }
 }
 
-/// Text (`evt_…`) in human-readable formats, two numbers in binary ones.
+/// Text (`evt_…`) in human-readable formats, 16 raw bytes in binary ones (two
+/// varints of a hash are 20 bytes, written a bit at a time).
 impl Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
             s.collect_str(self)
         } else {
-            (self.hi, self.lo).serialize(s)
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&self.hi.to_be_bytes());
+            bytes[8..].copy_from_slice(&self.lo.to_be_bytes());
+            s.serialize_bytes(&bytes)
         }
     }
 }
@@ -144,9 +148,35 @@ impl<'de> Deserialize<'de> for EventId {
             EventId::parse(&text)
                 .ok_or_else(|| serde::de::Error::custom(format!("not an event id: {text:?}")))
         } else {
-            let (hi, lo) = <(u64, u64)>::deserialize(d)?;
-            Ok(EventId { hi, lo })
+            d.deserialize_bytes(IdBytes)
         }
+    }
+}
+
+/// The binary form of an [`EventId`]: 16 bytes, high half first.
+struct IdBytes;
+
+impl<'de> serde::de::Visitor<'de> for IdBytes {
+    type Value = EventId;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("16 bytes of an event id")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<EventId, E> {
+        let bytes: [u8; 16] = v
+            .try_into()
+            .map_err(|_| E::invalid_length(v.len(), &self))?;
+        let (hi, lo) = bytes.split_at(8);
+        let half = |b: &[u8]| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_be_bytes(a)
+        };
+        Ok(EventId {
+            hi: half(hi),
+            lo: half(lo),
+        })
     }
 }
 
@@ -186,6 +216,23 @@ fn key_hash_long(parts: &[&str]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_are_text_in_json_and_sixteen_bytes_in_postcard() {
+        let id = EventId::foreign_id("test", "x");
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<EventId>(&json).expect("back"), id);
+        let bytes = postcard::to_stdvec(&id).expect("postcard");
+        assert_eq!(bytes.len(), 17, "a length byte and 16 bytes");
+        assert_eq!(postcard::from_bytes::<EventId>(&bytes).expect("back"), id);
+        // Order survives: the high half comes first, big-endian.
+        let other = EventId::foreign_id("test", "y");
+        let b2 = postcard::to_stdvec(&other).expect("postcard");
+        assert_eq!(id.cmp(&other), bytes.cmp(&b2));
+        let short = postcard::to_stdvec(&[1u8; 15][..]).expect("postcard");
+        assert!(postcard::from_bytes::<EventId>(&short).is_err());
+    }
 
     #[test]
     fn ids_are_stable_and_boundary_safe() {

@@ -31,8 +31,8 @@ use crate::{Error, Result};
 
 /// The rule index of alert groups.
 const GROUP: u8 = u8::MAX;
-/// Format version of [`Correlator::snapshot`].
-const SNAPSHOT_VERSION: u32 = 2;
+/// Format version of [`Correlator::snapshot`] (3: event ids as 16 bytes).
+const SNAPSHOT_VERSION: u32 = 3;
 /// State is swept at most this often in event time (and only once enough events
 /// were applied to pay for it).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -514,7 +514,7 @@ struct Snapshot<'a> {
     /// Rule ids and versions the state was built with: a different pack restarts
     /// correlation state rather than misreading rule indexes.
     rules: Vec<(String, u32)>,
-    #[serde(borrow)]
+    #[serde(borrow, with = "serde_bytes")]
     state: std::borrow::Cow<'a, [u8]>,
 }
 
