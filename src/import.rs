@@ -37,9 +37,9 @@ pub(crate) async fn run(
     }
     let loaded = Config::load(config.as_deref())?;
     let catalog = &IndexedCatalog::new(loaded.config.catalog.clone());
-    // Every file is decoded once before anything is appended, so a bad record
-    // refuses the whole import; then each is read and decoded again a chunk at a
-    // time as it is appended. Neither pass holds a JSON-lines file or all of its
+    // Every file is decoded once before anything is appended (on every core:
+    // nothing else runs yet), so a bad record refuses the whole import; then each
+    // is read and decoded again a chunk at a time as it is appended. Neither pass holds a JSON-lines file or all of its
     // events at once (a 1 M-event file read whole was 400 MB of the peak).
     let mut checked = Vec::new();
     for path in paths {
@@ -49,9 +49,9 @@ pub(crate) async fn run(
             received_at: ProcessingTime::now(),
         };
         let before = FileStamp::of(path)?;
-        for chunk in import::decode_file_chunks(format, path, &cx, CHUNK)? {
-            chunk.with_context(|| format!("{} was not imported", path.display()))?;
-        }
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        import::check_file(format, path, &cx, workers)
+            .with_context(|| format!("{} was not imported", path.display()))?;
         checked.push((path, before));
     }
     // The second pass reads the files again: one changed in between could append

@@ -121,16 +121,92 @@ pub fn decode_file_chunks<'a>(
             format, &bytes, cx,
         ))));
     };
+    let lines = file_lines(path)?;
+    Ok(Box::new(line_chunks(decode_line, lines, cx, chunk)))
+}
+
+/// A JSON-lines file's lines, read (and decompressed, `.gz`) as they are taken.
+fn file_lines(path: &Path) -> Result<impl Iterator<Item = Result<Vec<u8>>> + Send + '_> {
     let file = std::fs::File::open(path).map_err(Error::io("open", path))?;
-    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+    let reader: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
-    let lines = reader
+    Ok(reader
         .split(b'\n')
-        .map(move |l| l.map_err(Error::io("read", path)));
-    Ok(Box::new(line_chunks(decode_line, lines, cx, chunk)))
+        .map(move |l| l.map_err(Error::io("read", path))))
+}
+
+/// Lines a worker of [`check_file`] takes at a time.
+const CHECK_LINES: usize = 1024;
+
+/// Decodes every record of a file without keeping its events, on `workers`
+/// threads (decoding, not reading, is the cost of a check); returns how many
+/// events the file holds, or the error of its first bad line by line number:
+/// the error [`decode_file_chunks`] would stop at.
+pub fn check_file(
+    format: ImportFormat,
+    path: &Path,
+    cx: &DecodeContext<'_>,
+    workers: usize,
+) -> Result<usize> {
+    let Some(decode_line) = line_decoder(format) else {
+        let bytes = read_file(path)?;
+        return decode_document(format, &bytes, cx).map(|events| events.len());
+    };
+    let lines = std::sync::Mutex::new(file_lines(path)?.enumerate());
+    // The bad line with the lowest number found so far.
+    let first_bad: std::sync::Mutex<Option<(usize, Error)>> = std::sync::Mutex::new(None);
+    let events = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let worker = || {
+        loop {
+            // Lines are taken in order, so once a bad line is known every line
+            // before it is already taken; later ones need no decoding.
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let batch: Vec<(usize, Result<Vec<u8>>)> = {
+                let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
+                lines.by_ref().take(CHECK_LINES).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let mut n = 0;
+            for (i, line) in batch {
+                let decoded = line.and_then(|line| {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(Vec::new());
+                    }
+                    decode_line(&line, cx).map_err(|e| e.at(&format!("line {}", i + 1)))
+                });
+                match decoded {
+                    Ok(decoded) => n += decoded.len(),
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let mut bad = first_bad.lock().unwrap_or_else(|p| p.into_inner());
+                        if bad.as_ref().is_none_or(|(at, _)| i < *at) {
+                            *bad = Some((i, e));
+                        }
+                        return;
+                    }
+                }
+            }
+            events.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers.max(1) {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    match first_bad.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(events.into_inner()),
+    }
 }
 
 /// Decodes lines into chunks of at least `chunk` events, stopping at the first
@@ -326,5 +402,34 @@ mod tests {
         assert_eq!(results.len(), 1, "nothing after the bad line");
         let err = results[0].as_ref().expect_err("bad line");
         assert!(err.to_string().contains("line 2"), "{err}");
+
+        // The check on several threads: every event counted, and of several bad
+        // lines (in different batches) the first one named, however many workers.
+        let many: String = (0..5000).map(|i| line(i) + "\n").collect();
+        let many_path = dir.path().join("many.jsonl");
+        std::fs::write(&many_path, &many).expect("write");
+        let many_gz = dir.path().join("many.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(many.as_bytes()).expect("gz");
+        std::fs::write(&many_gz, gz.finish().expect("gz")).expect("write");
+        for path in [&many_path, &many_gz] {
+            for workers in [1, 2, 4] {
+                let n = check_file(ImportFormat::Events, path, &cx, workers).expect("check");
+                assert_eq!(n, 5000, "{workers} workers");
+            }
+        }
+        let mut lines: Vec<String> = (0..5000).map(line).collect();
+        lines[2499] = "not json".into();
+        lines[4199] = "{}".into();
+        let two_bad = dir.path().join("two-bad.jsonl");
+        std::fs::write(&two_bad, lines.join("\n")).expect("write");
+        for workers in [1, 2, 4] {
+            let err = check_file(ImportFormat::Events, &two_bad, &cx, workers)
+                .expect_err("two bad lines");
+            assert!(
+                err.to_string().contains("line 2500"),
+                "{workers} workers: {err}"
+            );
+        }
     }
 }

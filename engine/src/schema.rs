@@ -178,9 +178,20 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch> {
     let mut entity = StringBuilder::with_capacity(n, n * 12);
     let mut severity = StringBuilder::with_capacity(n, n * 8);
     let mut status = StringBuilder::with_capacity(n, n * 8);
-    let mut summary = StringBuilder::with_capacity(n, n * 48);
-    let mut attributes = map_builder();
-    let mut raw = StringBuilder::with_capacity(n, n * 256);
+    let mut summary = StringBuilder::with_capacity(n, events.iter().map(|e| e.summary.len()).sum());
+    let (entries, key_bytes, value_bytes) = events
+        .iter()
+        .flat_map(|e| &e.attributes)
+        .fold((0, 0, 0), |(n, k, v), (key, value)| {
+            (n + 1, k + key.len(), v + value.len())
+        });
+    let mut attributes = MapBuilder::with_capacity(
+        None,
+        StringBuilder::with_capacity(entries, key_bytes),
+        StringBuilder::with_capacity(entries, value_bytes),
+        n,
+    );
+    let mut raw = StringBuilder::with_capacity(n, events.iter().map(|e| e.raw.len()).sum());
     for e in events {
         event_id.append_value(&e.id);
         source.append_value(&e.source);
@@ -230,7 +241,10 @@ pub fn incidents_batch_enriched(
     enrichment: &[Option<Arc<str>>],
 ) -> Result<RecordBatch> {
     let n = rows.len();
-    let mut enriched = StringBuilder::with_capacity(n, 0);
+    // Sized exactly: enrichments are ~600 bytes each, and a builder grown from
+    // nothing reallocated (and the kernel zeroed fresh pages for) each doubling.
+    let enriched_bytes = enrichment.iter().flatten().map(|e| e.len()).sum();
+    let mut enriched = StringBuilder::with_capacity(n, enriched_bytes);
     for i in 0..n {
         enriched.append_option(enrichment.get(i).and_then(|e| e.as_deref()));
     }
