@@ -797,13 +797,17 @@ impl Engine {
     /// Whether to commit now: something is dirty and either `interval` has passed
     /// since the last commit or the pending history rows reached [`COMMIT_BYTES`]
     /// (a backlog or a large release must not pile up in memory for a whole
-    /// interval).
+    /// interval). While a commit is being written only the second counts (rows
+    /// it holds do not): the engine then waits for it rather than piling up more.
     pub fn commit_due(
         &self,
         since_last: std::time::Duration,
         interval: std::time::Duration,
     ) -> bool {
-        self.dirty && (since_last >= interval || self.history.pending_bytes() >= COMMIT_BYTES)
+        let sealed = self.in_flight.as_ref().map_or(0, |c| c.bytes);
+        let unsealed = self.history.pending_bytes().saturating_sub(sealed);
+        let full = unsealed >= COMMIT_BYTES;
+        self.dirty && (full || (self.in_flight.is_none() && since_last >= interval))
     }
 
     /// Commits pending history and the checkpoint, in that order, and waits for
@@ -832,9 +836,12 @@ impl Engine {
                 partitions.insert(*p, self.partition_checkpoint_value(state)?);
             }
         }
+        let sealed = self.history.seal();
+        let bytes = sealed.bytes();
+        let snapshot = started.elapsed();
         let job = CommitJob {
             history: self.history.clone(),
-            sealed: self.history.seal(),
+            sealed,
             checkpoint: Checkpoint {
                 version: CHECKPOINT_VERSION,
                 history_seq: seq,
@@ -847,9 +854,11 @@ impl Engine {
             .name("causeway-commit".into())
             .spawn(move || job.run())
             .map_err(|e| Error::Internal(format!("could not start the commit thread: {e}")))?;
+        tracing::debug!(seq, bytes, ?snapshot, "commit started");
         self.in_flight = Some(InFlightCommit {
             seq,
             started,
+            bytes,
             thread,
         });
         self.dirty = false;
@@ -869,7 +878,9 @@ impl Engine {
         match outcome {
             Ok(()) => {
                 self.history_seq = commit.seq;
-                metrics::COMMIT_SECONDS.observe(commit.started.elapsed().as_secs_f64());
+                let took = commit.started.elapsed();
+                tracing::debug!(seq = commit.seq, ?took, "commit durable");
+                metrics::COMMIT_SECONDS.observe(took.as_secs_f64());
                 Ok(())
             }
             Err(e) => {
@@ -909,6 +920,8 @@ impl Drop for Engine {
 struct InFlightCommit {
     seq: u64,
     started: Instant,
+    /// Pending bytes it seals (still counted by the history until published).
+    bytes: usize,
     thread: std::thread::JoinHandle<Result<()>>,
 }
 

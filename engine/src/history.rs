@@ -118,6 +118,11 @@ impl Sealed {
     pub fn is_empty(&self) -> bool {
         self.batches.values().all(|b| b.is_empty())
     }
+
+    /// Arrow bytes of the sealed rows.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// A commit's files, written but not yet visible to readers, and the pending
