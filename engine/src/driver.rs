@@ -200,8 +200,10 @@ pub struct Engine {
     dirty: bool,
     sidecar: Vec<u8>,
     enricher: Option<Arc<dyn Enricher>>,
-    /// The commit being written on its own thread ([`Engine::start_commit`]).
+    /// The commit being written by the writer thread ([`Engine::start_commit`]).
     in_flight: Option<InFlightCommit>,
+    /// Started by the first commit.
+    writer: Option<CommitWriter>,
 }
 
 fn checkpoint_path(data_dir: &Path) -> PathBuf {
@@ -385,6 +387,7 @@ impl Engine {
             sidecar,
             enricher: None,
             in_flight: None,
+            writer: None,
         };
         if let Some(cp) = checkpoint
             && engine.mode == PartitionStateMode::Local
@@ -818,7 +821,7 @@ impl Engine {
     }
 
     /// Starts a commit of everything pending and returns without waiting for it:
-    /// its Parquet files and checkpoint are written on a thread of their own
+    /// its Parquet files and checkpoint are written on the writer thread
     /// while the engine goes on correlating (rows appended meanwhile belong to
     /// the next commit). A commit still in flight is waited for first, and its
     /// failure is what this returns (its rows stay pending, so the next commit
@@ -850,16 +853,17 @@ impl Engine {
             },
             path: checkpoint_path(&self.data_dir),
         };
-        let thread = std::thread::Builder::new()
-            .name("causeway-commit".into())
-            .spawn(move || job.run())
-            .map_err(|e| Error::Internal(format!("could not start the commit thread: {e}")))?;
+        if self.writer.is_none() {
+            self.writer = Some(CommitWriter::start()?);
+        }
+        if let Some(writer) = &self.writer {
+            writer.submit(job)?;
+        }
         tracing::debug!(seq, bytes, ?snapshot, "commit started");
         self.in_flight = Some(InFlightCommit {
             seq,
             started,
             bytes,
-            thread,
         });
         self.dirty = false;
         Ok(())
@@ -868,13 +872,36 @@ impl Engine {
     /// Waits for the commit in flight, if any. On failure the engine is dirty
     /// again and the rows stay pending for the next commit.
     pub fn finish_commit(&mut self) -> Result<()> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        let outcome = match &self.writer {
+            Some(writer) => writer.wait(),
+            None => Err(CommitWriter::stopped()),
+        };
+        self.settle_commit(outcome)
+    }
+
+    /// Collects the commit in flight if it has finished, without waiting;
+    /// `Ok(true)` when one finished.
+    pub fn poll_commit(&mut self) -> Result<bool> {
+        if self.in_flight.is_none() {
+            return Ok(false);
+        }
+        let outcome = match &self.writer {
+            Some(writer) => writer.try_wait(),
+            None => Some(Err(CommitWriter::stopped())),
+        };
+        match outcome {
+            Some(outcome) => self.settle_commit(outcome).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    fn settle_commit(&mut self, outcome: Result<()>) -> Result<()> {
         let Some(commit) = self.in_flight.take() else {
             return Ok(());
         };
-        let outcome = commit
-            .thread
-            .join()
-            .unwrap_or_else(|_| Err(Error::Internal("the commit thread panicked".into())));
         match outcome {
             Ok(()) => {
                 self.history_seq = commit.seq;
@@ -890,15 +917,6 @@ impl Engine {
         }
     }
 
-    /// Collects the commit in flight if it has finished, without waiting;
-    /// `Ok(true)` when one finished.
-    pub fn poll_commit(&mut self) -> Result<bool> {
-        match &self.in_flight {
-            Some(commit) if commit.thread.is_finished() => self.finish_commit().map(|()| true),
-            _ => Ok(false),
-        }
-    }
-
     /// Whether a commit is being written.
     pub fn commit_in_flight(&self) -> bool {
         self.in_flight.is_some()
@@ -907,7 +925,7 @@ impl Engine {
 
 impl Drop for Engine {
     /// A commit in flight is finished, not abandoned half-way (which would be
-    /// safe, only wasteful): the engine owns its writer thread.
+    /// safe, only wasteful); then the writer thread ends and is joined.
     fn drop(&mut self) {
         if let Err(error) = self.finish_commit() {
             tracing::error!(%error, "the last history commit failed as the engine closed");
@@ -915,14 +933,81 @@ impl Drop for Engine {
     }
 }
 
-/// A commit being written on its own thread.
+/// A commit being written by the [`CommitWriter`].
 #[derive(Debug)]
 struct InFlightCommit {
     seq: u64,
     started: Instant,
     /// Pending bytes it seals (still counted by the history until published).
     bytes: usize,
-    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+/// The engine's commit writer: one long-lived thread taking one commit at a
+/// time. Long-lived so its allocator's pages stay warm from commit to commit (a
+/// thread per commit had the kernel fault in and zero fresh pages each time).
+#[derive(Debug)]
+struct CommitWriter {
+    jobs: Option<std::sync::mpsc::Sender<CommitJob>>,
+    done: std::sync::mpsc::Receiver<Result<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CommitWriter {
+    fn start() -> Result<CommitWriter> {
+        let (jobs, queued) = std::sync::mpsc::channel::<CommitJob>();
+        let (finished, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("causeway-commit".into())
+            .spawn(move || {
+                for job in queued {
+                    if finished.send(job.run()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Internal(format!("could not start the commit writer: {e}")))?;
+        Ok(CommitWriter {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    fn stopped() -> Error {
+        Error::Internal("the commit writer stopped".into())
+    }
+
+    fn submit(&self, job: CommitJob) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(CommitWriter::stopped)
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.done
+            .recv()
+            .unwrap_or_else(|_| Err(CommitWriter::stopped()))
+    }
+
+    fn try_wait(&self) -> Option<Result<()>> {
+        match self.done.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Err(CommitWriter::stopped())),
+        }
+    }
+}
+
+impl Drop for CommitWriter {
+    /// Closes the queue and joins the thread (it has nothing left to write: the
+    /// engine waits for its commit first).
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What one commit writes: the sealed rows as Parquet, then the checkpoint
