@@ -370,12 +370,17 @@ mod tests {
 
         // Read from a file as it goes, plain and gzipped: the same chunks.
         let dir = tempfile::tempdir().expect("tempdir");
-        let plain = dir.path().join("events.jsonl");
-        std::fs::write(&plain, &file).expect("write");
-        let gzipped = dir.path().join("events.jsonl.gz");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(file.as_bytes()).expect("gz");
-        std::fs::write(&gzipped, gz.finish().expect("gz")).expect("write");
+        // `name` plain and `name.gz`.
+        let write_both = |name: &str, text: &str| {
+            let plain = dir.path().join(name);
+            std::fs::write(&plain, text).expect("write");
+            let gzipped = dir.path().join(format!("{name}.gz"));
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(text.as_bytes()).expect("gz");
+            std::fs::write(&gzipped, gz.finish().expect("gz")).expect("write");
+            (plain, gzipped)
+        };
+        let (plain, gzipped) = write_both("events.jsonl", &file);
         for path in [&plain, &gzipped] {
             let from_file: Vec<Vec<causeway_rules::Event>> =
                 decode_file_chunks(ImportFormat::Events, path, &cx, 3)
@@ -406,12 +411,7 @@ mod tests {
         // The check on several threads: every event counted, and of several bad
         // lines (in different batches) the first one named, however many workers.
         let many: String = (0..5000).map(|i| line(i) + "\n").collect();
-        let many_path = dir.path().join("many.jsonl");
-        std::fs::write(&many_path, &many).expect("write");
-        let many_gz = dir.path().join("many.jsonl.gz");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(many.as_bytes()).expect("gz");
-        std::fs::write(&many_gz, gz.finish().expect("gz")).expect("write");
+        let (many_path, many_gz) = write_both("many.jsonl", &many);
         for path in [&many_path, &many_gz] {
             for workers in [1, 2, 4] {
                 let n = check_file(ImportFormat::Events, path, &cx, workers).expect("check");
