@@ -520,6 +520,14 @@ fn repeated_enrichment_stays_dictionary_encoded_past_the_default_page_limit() {
     );
 }
 
+/// Processes `events` as log records from offset `first`, at processing time `now`
+/// (microseconds).
+fn feed(engine: &mut Engine, events: Vec<Event>, first: u64, now: i64) {
+    engine
+        .process(records(events, first), ProcessingTime::from_micros(now))
+        .expect("process");
+}
+
 /// Rows the engine appends while a commit is written in the background belong
 /// to the next commit; readers see every row throughout, and only committed
 /// rows survive a restart.
@@ -531,9 +539,7 @@ async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
         event(0, EventKind::Alert, "search", "firing", "DiskFull"),
         event(10, EventKind::Alert, "search", "firing", "HighLatency"),
     ];
-    engine
-        .process(records(first, 0), ProcessingTime::from_micros(0))
-        .expect("process");
+    feed(&mut engine, first, 0, 0);
     engine.start_commit().expect("start");
     assert!(engine.commit_in_flight());
     assert!(engine.status().dirty, "a commit in flight is not settled");
@@ -544,9 +550,7 @@ async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
         "firing",
         "OOMKilled",
     )];
-    engine
-        .process(records(second, 2), ProcessingTime::from_micros(1))
-        .expect("process");
+    feed(&mut engine, second, 2, 1);
     let live = HistoryReader::live(engine.history());
     assert_eq!(count(&live, "SELECT count(*) FROM events").await, 3);
     let (long_ago, interval) = (
@@ -583,9 +587,7 @@ async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
         "firing",
         "OOMKilled",
     )];
-    engine
-        .process(records(again, 2), ProcessingTime::from_micros(1))
-        .expect("process");
+    feed(&mut engine, again, 2, 1);
     engine.commit().expect("commit");
     let cold = HistoryReader::from_data_dir(dir.path()).expect("reader");
     assert_eq!(count(&cold, "SELECT count(*) FROM events").await, 3);
