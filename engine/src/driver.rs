@@ -550,6 +550,7 @@ impl Engine {
             return self.tick(now);
         }
         let (positions, events): (Vec<LogPosition>, Vec<Event>) = records.into_iter().unzip();
+        metrics::BATCH_EVENTS.observe(events.len() as f64);
         // One batch serves the predicates, the correlator's rows and the history
         // rows: the events the correlator keeps (or finds too late) are selected
         // from it by mask.

@@ -127,6 +127,18 @@ pub static WATERMARK: LazyLock<Gauge> = LazyLock::new(|| {
     )
 });
 
+/// Events per call of `Engine::process`: how well the engine batches its input
+/// (tiny batches under load mean per-batch costs dominate).
+pub static BATCH_EVENTS: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "causeway_engine_batch_events",
+        "Events correlated per engine batch",
+    )
+    .buckets(vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]);
+    register_histogram!(opts.clone())
+        .unwrap_or_else(|_| Histogram::with_opts(opts).expect("valid metric"))
+});
+
 /// Time to flush history and write a checkpoint.
 pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     let opts = HistogramOpts::new(

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
 use causeway_benches::wire::{self, AlertmanagerEncoder};
 use causeway_benches::{Workload, catalog, generate, generate_with_truth};
 use causeway_connectors::client::HttpPoster;
@@ -28,6 +29,7 @@ use causeway_connectors::kafka::{KafkaSettings, TopicTail, Topics};
 use causeway_rules::{Event, EventTime};
 use clap::{Parser, Subcommand};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -334,22 +336,28 @@ impl Harness {
         let expected = distinct_ids(&alerts);
         let mut enc = AlertmanagerEncoder::default();
         let refs: Vec<&Event> = alerts.iter().collect();
-        let bodies: Arc<Vec<String>> =
-            Arc::new(refs.chunks(per_request).map(|c| enc.webhook(c)).collect());
+        let bodies: Arc<Vec<Bytes>> = Arc::new(
+            refs.chunks(per_request)
+                .map(|c| Bytes::from(enc.webhook(c)))
+                .collect(),
+        );
         let port = free_port()?;
         let config = write_config(dir.path(), &w, port, "", "")?;
         let instance = Instance::start(&self.bin, &config, port).await?;
         eprintln!("http: {requests} webhooks from {concurrency} connections …");
-        let client = HttpPoster::new(&instance.base)?;
         let next = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+        let mut connections = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
+            connections.push(Connection::open(&instance.base).await?);
+        }
         let start = Instant::now();
         let cpu_before = instance.cpu_seconds();
+        let own_before = own_cpu_seconds();
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..concurrency {
-            let (client, bodies, next, failed, first_failure) = (
-                client.clone(),
+        for mut connection in connections {
+            let (bodies, next, failed, first_failure) = (
                 bodies.clone(),
                 next.clone(),
                 failed.clone(),
@@ -359,13 +367,15 @@ impl Harness {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { break };
-                    let result = client
-                        .post_json("/ingest/alertmanager", &[], body.clone())
+                    let result = connection
+                        .post_json("/ingest/alertmanager", body.clone())
                         .await;
                     let problem = match result {
-                        Ok(r) if r.status == 200 => None,
-                        Ok(r) => Some(format!("{}: {}", r.status, r.text())),
-                        Err(e) => Some(e.to_string()),
+                        Ok((200, _)) => None,
+                        Ok((status, body)) => {
+                            Some(format!("{status}: {}", String::from_utf8_lossy(&body)))
+                        }
+                        Err(e) => Some(format!("{e:#}")),
                     };
                     if let Some(p) = problem {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -374,11 +384,13 @@ impl Harness {
                         }
                     }
                 }
+                connection.close().await;
             });
         }
         while tasks.join_next().await.is_some() {}
         let elapsed = start.elapsed();
         let cpu = instance.cpu_seconds() - cpu_before;
+        let client_cpu = own_cpu_seconds() - own_before;
         let failed = failed.load(Ordering::Relaxed);
         if failed > 0 {
             let first = first_failure.lock().ok().and_then(|f| f.clone());
@@ -387,6 +399,7 @@ impl Harness {
         }
         let stored = wait_for_count(&instance.base, expected, Duration::from_secs(300)).await?;
         let drained = start.elapsed();
+        let batch = mean_batch(&instance.base).await?;
         let usage = instance.stop().await?;
         refuse_if_lost(expected, stored)?;
         let rps = requests as f64 / elapsed.as_secs_f64();
@@ -399,12 +412,15 @@ impl Harness {
              | sustained request rate | **{rps:.0} requests/s** ({eps:.0} alerts/s) |\n\
              | all events correlated and queryable after | {drained:.2} s |\n\
              | CPU of the process while posting | {cpu:.2} s ({cores:.2} cores busy) |\n\
+             | CPU of the client (this harness) | {client_cpu:.2} s ({client_cores:.2} cores busy) |\n\
              | peak RSS | {rss:.0} MiB |\n\
+             | events per engine batch (mean) | {batch:.1} |\n\
              | events accounted for (stored + too late) / distinct sent | {stored} / {expected} |\n",
             secs = elapsed.as_secs_f64(),
             eps = wanted as f64 / elapsed.as_secs_f64(),
             drained = drained.as_secs_f64(),
             cores = cpu / elapsed.as_secs_f64(),
+            client_cores = client_cpu / elapsed.as_secs_f64(),
             rss = usage.peak_rss_mib(),
         ))
     }
@@ -1023,6 +1039,86 @@ async fn count_distinct(base: &str) -> anyhow::Result<u64> {
         .await?;
     ensure!(r.status == 200, "SQL answered {}: {}", r.status, r.text());
     first_number(&serde_json::from_slice(&r.body)?)
+}
+
+/// One keep-alive HTTP/1.1 connection on hyper's connection-level client: no pool,
+/// no URL parsing or timers per request. The client shares the two cores with the
+/// server, and reqwest spent about as much CPU per request as the server did.
+struct Connection {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+    authority: String,
+}
+
+impl Connection {
+    async fn open(base: &str) -> anyhow::Result<Connection> {
+        let authority = base
+            .strip_prefix("http://")
+            .with_context(|| format!("{base} is not an http:// address"))?
+            .trim_end_matches('/')
+            .to_owned();
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .with_context(|| format!("connecting to {authority}"))?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let driver = tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                eprintln!("http connection ended: {error}");
+            }
+        });
+        Ok(Connection {
+            send,
+            driver,
+            authority,
+        })
+    }
+
+    /// POSTs a JSON body; the response's status and body.
+    async fn post_json(&mut self, path: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        self.send.ready().await?;
+        let response = self.send.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Closes the connection and waits for its driver.
+    async fn close(self) {
+        drop(self.send);
+        let _ = self.driver.await;
+    }
+}
+
+/// This process's user + system CPU so far.
+fn own_cpu_seconds() -> f64 {
+    let (peak, cpu) = (AtomicU64::new(0), AtomicU64::new(0));
+    sample(std::process::id(), &peak, &cpu);
+    cpu.load(Ordering::Relaxed) as f64 / CLOCK_TICKS_PER_SECOND
+}
+
+/// The mean of `causeway_engine_batch_events`: events the engine correlated per batch.
+async fn mean_batch(base: &str) -> anyhow::Result<f64> {
+    let metrics = HttpPoster::new(base)?.get("/metrics").await?.text();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+    };
+    let (sum, count) = (
+        value("causeway_engine_batch_events_sum"),
+        value("causeway_engine_batch_events_count"),
+    );
+    match (sum, count) {
+        (Some(sum), Some(count)) if count > 0.0 => Ok(sum / count),
+        _ => bail!("/metrics has no causeway_engine_batch_events"),
+    }
 }
 
 /// Waits until the engine owns every partition of the events topic (the group
