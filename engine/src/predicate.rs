@@ -10,12 +10,15 @@
 //! the same, `attributes['alertname']` is everywhere): after compiling, each
 //! sub-expression that occurs more than once across the pack is evaluated once per
 //! batch into an extra column, and the expressions read that column instead
-//! (common sub-expression elimination over the whole pack).
+//! (common sub-expression elimination over the whole pack). Every expression then
+//! reads a batch of only the columns it names (see [`Narrow`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, RecordBatchOptions, StringArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use causeway_rules::{Join, Matches, RulePack, RuleValues, Side};
@@ -33,12 +36,129 @@ use crate::{Error, Result};
 type Expr = Arc<dyn PhysicalExpr>;
 
 #[derive(Debug)]
-struct CompiledRule {
-    cause: Expr,
-    effect: Option<Expr>,
-    follow: Option<Expr>,
-    join: Option<(Expr, Expr)>,
-    rise: Option<(Expr, Option<Expr>)>,
+struct CompiledRule<E = Expr> {
+    cause: E,
+    effect: Option<E>,
+    follow: Option<E>,
+    join: Option<(E, E)>,
+    rise: Option<(E, Option<E>)>,
+}
+
+impl CompiledRule {
+    fn map<F>(&self, mut f: impl FnMut(&Expr) -> Result<F>) -> Result<CompiledRule<F>> {
+        Ok(CompiledRule {
+            cause: f(&self.cause)?,
+            effect: self.effect.as_ref().map(&mut f).transpose()?,
+            follow: self.follow.as_ref().map(&mut f).transpose()?,
+            join: match &self.join {
+                Some((c, e)) => Some((f(c)?, f(e)?)),
+                None => None,
+            },
+            rise: match &self.rise {
+                Some((v, s)) => Some((f(v)?, s.as_ref().map(&mut f).transpose()?)),
+                None => None,
+            },
+        })
+    }
+}
+
+/// An expression rewritten to read only the columns it names, in a batch of just
+/// those columns. DataFusion's `AND`/`OR` pre-select the rows the right side still
+/// decides by filtering the whole input batch: over the events columns plus
+/// every shared column that cost more than the predicates themselves.
+#[derive(Debug)]
+struct Narrow {
+    expr: Expr,
+    /// The columns it reads, as indices into the full (extended) batch.
+    columns: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl Narrow {
+    /// `expr`, over `input`, narrowed to the columns it reads.
+    fn new(expr: &Expr, input: &Schema) -> Result<Narrow> {
+        let mut columns = Vec::new();
+        expr.apply(|node| {
+            if let Some(c) = node.downcast_ref::<Column>() {
+                columns.push(c.index());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(internal)?;
+        columns.sort_unstable();
+        columns.dedup();
+        let expr = Arc::clone(expr)
+            .transform_up(|node| match node.downcast_ref::<Column>() {
+                Some(c) => {
+                    let at = columns.binary_search(&c.index()).map_err(|_| {
+                        datafusion::error::DataFusionError::Internal(format!(
+                            "column {} not collected",
+                            c.index()
+                        ))
+                    })?;
+                    Ok(Transformed::yes(Arc::new(Column::new(c.name(), at)) as Expr))
+                }
+                None => Ok(Transformed::no(node)),
+            })
+            .map_err(internal)?
+            .data;
+        let schema = Arc::new(input.project(&columns)?);
+        Ok(Narrow {
+            expr,
+            columns,
+            schema,
+        })
+    }
+
+    /// The batch this expression reads: its columns of `all`.
+    fn input(&self, all: &[ArrayRef], rows: usize) -> Result<RecordBatch> {
+        let columns = self
+            .columns
+            .iter()
+            .map(|&i| {
+                all.get(i).cloned().ok_or_else(|| {
+                    Error::Internal(format!("batch has no column {i} (of {})", all.len()))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+}
+
+/// What `evaluate` runs: every expression narrowed to its columns.
+#[derive(Debug)]
+struct Plan {
+    rules: Vec<CompiledRule<Narrow>>,
+    alertname: Narrow,
+    /// Each shared expression over the columns before its own.
+    shared: Vec<Narrow>,
+}
+
+impl Plan {
+    /// `shared`: each shared expression with the schema it reads; `full`: the
+    /// schema with all of them, which the rules read.
+    fn new(
+        rules: &[CompiledRule],
+        alertname: &Expr,
+        shared: &[(&Expr, &Schema)],
+        full: &Schema,
+    ) -> Result<Plan> {
+        Ok(Plan {
+            rules: rules
+                .iter()
+                .map(|r| r.map(|e| Narrow::new(e, full)))
+                .collect::<Result<_>>()?,
+            alertname: Narrow::new(alertname, full)?,
+            shared: shared
+                .iter()
+                .map(|(e, schema)| Narrow::new(e, schema))
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 /// Every rule of a pack, compiled against the `events` schema.
@@ -51,6 +171,7 @@ pub struct CompiledRules {
     /// `events` plus the columns of the first `k` shared sub-expressions, for
     /// every `k` (the last is the schema the rule expressions read).
     extended: Vec<SchemaRef>,
+    plan: Plan,
 }
 
 /// What a batch evaluated to: rule matches per row, and the per-rule values.
@@ -99,6 +220,7 @@ impl CompiledRules {
     pub fn compile(pack: &RulePack) -> Result<CompiledRules> {
         let mut compiled = CompiledRules::compile_unshared(pack)?;
         compiled.share_common_subexpressions()?;
+        compiled.plan = compiled.plan()?;
         Ok(compiled)
     }
 
@@ -184,12 +306,29 @@ impl CompiledRules {
             });
         }
         let alertname = compile("-", "alertname", "attributes['alertname']", Want::Text)?;
+        let plan = Plan::new(&rules, &alertname, &[], &EVENTS)?;
         Ok(CompiledRules {
             rules,
             alertname,
             shared: Vec::new(),
             extended: vec![EVENTS.clone()],
+            plan,
         })
+    }
+
+    /// Every expression narrowed to the columns it reads.
+    fn plan(&self) -> Result<Plan> {
+        let full = self
+            .extended
+            .last()
+            .ok_or_else(|| Error::Internal("no schema".into()))?;
+        let shared: Vec<(&Expr, &Schema)> = self
+            .shared
+            .iter()
+            .zip(&self.extended)
+            .map(|(e, schema)| (e, schema.as_ref()))
+            .collect();
+        Plan::new(&self.rules, &self.alertname, &shared, full)
     }
 
     /// Every compiled expression, mutably.
@@ -214,7 +353,6 @@ impl CompiledRules {
     /// Finds sub-expressions that occur more than once across the pack, gives each
     /// a column of the extended schema, and rewrites every expression to read it.
     fn share_common_subexpressions(&mut self) -> Result<()> {
-        let internal = |e: datafusion::error::DataFusionError| Error::Internal(e.to_string());
         let mut counts: HashMap<Expr, (usize, usize)> = HashMap::new();
         for root in self.roots_mut() {
             root.apply(|node| {
@@ -265,24 +403,23 @@ impl CompiledRules {
     /// Evaluates every rule over an `events` batch.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<Evaluated> {
         let n = batch.num_rows();
-        // The batch with every shared sub-expression as a column.
+        // Every shared sub-expression as a column after the events' own.
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        let mut extended = batch.clone();
-        for (expr, schema) in self.shared.iter().zip(self.extended.iter().skip(1)) {
-            columns.push(eval(expr, &extended)?);
-            extended = RecordBatch::try_new(schema.clone(), columns.clone())?;
+        for shared in &self.plan.shared {
+            let value = eval(&shared.expr, &shared.input(&columns, n)?)?;
+            columns.push(value);
         }
-        let batch = &extended;
+        let columns = &columns;
         let mut matches = vec![Matches::default(); n];
         let mut joins = Vec::with_capacity(self.rules.len());
         let mut rises = Vec::with_capacity(self.rules.len());
-        for (i, rule) in self.rules.iter().enumerate() {
+        for (i, rule) in self.plan.rules.iter().enumerate() {
             let bit = 1u64 << i;
-            let cause = eval_bool(&rule.cause, batch)?;
+            let cause = eval_bool(&rule.cause, columns, n)?;
             set_bits(&cause, bit, &mut matches, |m| &mut m.cause);
             let effect = match &rule.effect {
                 Some(e) => {
-                    let effect = eval_bool(e, batch)?;
+                    let effect = eval_bool(e, columns, n)?;
                     set_bits(&effect, bit, &mut matches, |m| &mut m.effect);
                     Some(effect)
                 }
@@ -290,7 +427,7 @@ impl CompiledRules {
             };
             let follow = match &rule.follow {
                 Some(f) => {
-                    let follow = eval_bool(f, batch)?;
+                    let follow = eval_bool(f, columns, n)?;
                     set_bits(&follow, bit, &mut matches, |m| &mut m.follow);
                     Some(follow)
                 }
@@ -300,16 +437,16 @@ impl CompiledRules {
             let other = effect.as_ref().or(follow.as_ref());
             joins.push(match (&rule.join, other) {
                 (Some((c, e)), Some(other)) => Some((
-                    eval_text_on(c, batch, &cause)?,
-                    eval_text_on(e, batch, other)?,
+                    eval_text_on(c, columns, &cause)?,
+                    eval_text_on(e, columns, other)?,
                 )),
                 _ => None,
             });
             rises.push(match (&rule.rise, &effect) {
                 (Some((v, s)), Some(effect)) => Some((
-                    eval_number_on(v, batch, effect)?,
+                    eval_number_on(v, columns, effect)?,
                     s.as_ref()
-                        .map(|s| eval_text_on(s, batch, effect))
+                        .map(|s| eval_text_on(s, columns, effect))
                         .transpose()?,
                 )),
                 _ => None,
@@ -317,7 +454,7 @@ impl CompiledRules {
         }
         Ok(Evaluated {
             matches,
-            alertname: eval_text(&self.alertname, batch)?,
+            alertname: eval_text(&self.plan.alertname, columns, n)?,
             joins,
             rises,
         })
@@ -363,16 +500,16 @@ fn eval(expr: &Expr, batch: &RecordBatch) -> Result<ArrayRef> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-fn eval_bool(expr: &Expr, batch: &RecordBatch) -> Result<BooleanArray> {
-    eval(expr, batch)?
+fn eval_bool(expr: &Narrow, columns: &[ArrayRef], rows: usize) -> Result<BooleanArray> {
+    eval(&expr.expr, &expr.input(columns, rows)?)?
         .as_any()
         .downcast_ref::<BooleanArray>()
         .cloned()
         .ok_or_else(|| Error::Internal("predicate did not return booleans".into()))
 }
 
-fn eval_text(expr: &Expr, batch: &RecordBatch) -> Result<StringArray> {
-    as_text(eval(expr, batch)?)
+fn eval_text(expr: &Narrow, columns: &[ArrayRef], rows: usize) -> Result<StringArray> {
+    as_text(eval(&expr.expr, &expr.input(columns, rows)?)?)
 }
 
 fn as_text(array: ArrayRef) -> Result<StringArray> {
@@ -385,31 +522,42 @@ fn as_text(array: ArrayRef) -> Result<StringArray> {
 }
 
 /// Evaluates only the selected rows (NULL elsewhere): for values of a few rows.
-fn eval_on(expr: &Expr, batch: &RecordBatch, rows: &BooleanArray) -> Result<ArrayRef> {
+fn eval_on(expr: &Narrow, columns: &[ArrayRef], rows: &BooleanArray) -> Result<ArrayRef> {
+    let batch = expr.input(columns, rows.len())?;
     if rows.true_count() == 0 {
         return Ok(arrow::array::new_null_array(
             &expr
-                .data_type(batch.schema().as_ref())
+                .expr
+                .data_type(&expr.schema)
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            batch.num_rows(),
+            rows.len(),
         ));
     }
-    expr.evaluate_selection(batch, rows)
-        .and_then(|v| v.into_array(batch.num_rows()))
+    expr.expr
+        .evaluate_selection(&batch, rows)
+        .and_then(|v| v.into_array(rows.len()))
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-fn eval_text_on(expr: &Expr, batch: &RecordBatch, rows: &BooleanArray) -> Result<StringArray> {
-    as_text(eval_on(expr, batch, rows)?)
+fn eval_text_on(expr: &Narrow, columns: &[ArrayRef], rows: &BooleanArray) -> Result<StringArray> {
+    as_text(eval_on(expr, columns, rows)?)
 }
 
-fn eval_number_on(expr: &Expr, batch: &RecordBatch, rows: &BooleanArray) -> Result<Float64Array> {
-    let array = cast(&eval_on(expr, batch, rows)?, &DataType::Float64)?;
+fn eval_number_on(
+    expr: &Narrow,
+    columns: &[ArrayRef],
+    rows: &BooleanArray,
+) -> Result<Float64Array> {
+    let array = cast(&eval_on(expr, columns, rows)?, &DataType::Float64)?;
     array
         .as_any()
         .downcast_ref::<Float64Array>()
         .cloned()
         .ok_or_else(|| Error::Internal("numeric expression did not return numbers".into()))
+}
+
+fn internal(e: datafusion::error::DataFusionError) -> Error {
+    Error::Internal(e.to_string())
 }
 
 /// Nodes in an expression tree.
@@ -474,6 +622,7 @@ mod tests {
         plain.alertname = fresh.alertname;
         plain.shared.clear();
         plain.extended.truncate(1);
+        plain.plan = plain.plan().expect("plan");
         let events = vec![
             event(EventKind::Deploy, "github", "success", &[]),
             event(

@@ -399,7 +399,7 @@ impl Harness {
         }
         let stored = wait_for_count(&instance.base, expected, Duration::from_secs(300)).await?;
         let drained = start.elapsed();
-        let batch = mean_batch(&instance.base).await?;
+        let (batch, group) = batching(&instance.base).await?;
         let usage = instance.stop().await?;
         refuse_if_lost(expected, stored)?;
         let rps = requests as f64 / elapsed.as_secs_f64();
@@ -415,6 +415,7 @@ impl Harness {
              | CPU of the client (this harness) | {client_cpu:.2} s ({client_cores:.2} cores busy) |\n\
              | peak RSS | {rss:.0} MiB |\n\
              | events per engine batch (mean) | {batch:.1} |\n\
+             | records per event-log group commit (mean) | {group:.1} |\n\
              | events accounted for (stored + too late) / distinct sent | {stored} / {expected} |\n",
             secs = elapsed.as_secs_f64(),
             eps = wanted as f64 / elapsed.as_secs_f64(),
@@ -1102,23 +1103,30 @@ fn own_cpu_seconds() -> f64 {
     cpu.load(Ordering::Relaxed) as f64 / CLOCK_TICKS_PER_SECOND
 }
 
-/// The mean of `causeway_engine_batch_events`: events the engine correlated per batch.
-async fn mean_batch(base: &str) -> anyhow::Result<f64> {
+/// From `/metrics`: events the engine correlated per batch
+/// (`causeway_engine_batch_events`) and records per group commit of the embedded log.
+async fn batching(base: &str) -> anyhow::Result<(f64, f64)> {
     let metrics = HttpPoster::new(base)?.get("/metrics").await?.text();
     let value = |name: &str| {
         metrics
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .with_context(|| format!("/metrics has no {name}"))
     };
-    let (sum, count) = (
-        value("causeway_engine_batch_events_sum"),
-        value("causeway_engine_batch_events_count"),
-    );
-    match (sum, count) {
-        (Some(sum), Some(count)) if count > 0.0 => Ok(sum / count),
-        _ => bail!("/metrics has no causeway_engine_batch_events"),
-    }
+    let per = |sum: &str, count: &str| -> anyhow::Result<f64> {
+        Ok(value(sum)? / value(count)?.max(1.0))
+    };
+    Ok((
+        per(
+            "causeway_engine_batch_events_sum",
+            "causeway_engine_batch_events_count",
+        )?,
+        per(
+            "causeway_eventlog_appended_records_total",
+            "causeway_eventlog_sync_duration_seconds_count",
+        )?,
+    ))
 }
 
 /// Waits until the engine owns every partition of the events topic (the group
