@@ -11,7 +11,7 @@
 //! sub-expression that occurs more than once across the pack is evaluated once per
 //! batch into an extra column, and the expressions read that column instead
 //! (common sub-expression elimination over the whole pack). Every expression then
-//! reads a batch of only the columns it names (see [`Narrow`]).
+//! reads a batch of only the columns it names (see `Narrow`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
