@@ -17,16 +17,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, RecordBatchOptions, StringArray,
+    Array, ArrayRef, BooleanArray, Float64Array, MapArray, RecordBatch, RecordBatchOptions,
+    StringArray, StringBuilder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use causeway_rules::{Join, Matches, RulePack, RuleValues, Side};
-use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::prelude::SessionContext;
 
@@ -129,13 +131,93 @@ impl Narrow {
     }
 }
 
+/// A shared column: an expression, or an attribute read (`attributes['key']`).
+/// DataFusion's `get_field` compares every map entry with its key and copies the
+/// matches through `MutableArrayData` one row at a time, for each key apart; the
+/// attribute reads of a pack are made in one pass over the map instead.
+#[derive(Debug)]
+enum SharedColumn {
+    Expr(Narrow),
+    Attribute { map: usize, key: String },
+}
+
+impl SharedColumn {
+    fn new(expr: &Expr, input: &Schema) -> Result<SharedColumn> {
+        if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>()
+            && f.name() == "get_field"
+            && let [map, key] = f.args()
+            && let Some(map) = map.downcast_ref::<Column>()
+            && let Some(key) = key.downcast_ref::<Literal>()
+            && let ScalarValue::Utf8(Some(key)) = key.value()
+            && let DataType::Map(entries, _) = input.field(map.index()).data_type()
+            && let DataType::Struct(kv) = entries.data_type()
+            && kv.len() == 2
+            && kv.iter().all(|f| f.data_type() == &DataType::Utf8)
+            && expr.data_type(input).ok() == Some(DataType::Utf8)
+        {
+            return Ok(SharedColumn::Attribute {
+                map: map.index(),
+                key: key.clone(),
+            });
+        }
+        Ok(SharedColumn::Expr(Narrow::new(expr, input)?))
+    }
+}
+
+/// The value of each of `keys` in every row of a `Map<Utf8, Utf8>` column (the
+/// first entry with the key; NULL where there is none), in one pass.
+fn attribute_columns(map: &ArrayRef, keys: &[&str]) -> Result<Vec<ArrayRef>> {
+    let map = map
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .ok_or_else(|| Error::Internal("attributes are not a map".into()))?;
+    let text = |a: &ArrayRef| {
+        a.as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| Error::Internal("attribute keys and values must be text".into()))
+    };
+    let (names, values) = (text(map.keys())?, text(map.values())?);
+    let mut out: Vec<StringBuilder> = keys
+        .iter()
+        .map(|_| StringBuilder::with_capacity(map.len(), map.len() * 8))
+        .collect();
+    let mut found: Vec<Option<usize>> = vec![None; keys.len()];
+    let offsets = map.value_offsets();
+    for row in 0..map.len() {
+        found.fill(None);
+        if map.is_valid(row) {
+            for entry in offsets[row] as usize..offsets[row + 1] as usize {
+                let name = names.value(entry);
+                if let Some(k) = keys.iter().position(|k| *k == name)
+                    && found[k].is_none()
+                {
+                    found[k] = Some(entry);
+                }
+            }
+        }
+        for (builder, at) in out.iter_mut().zip(&found) {
+            match at {
+                Some(entry) if values.is_valid(*entry) => {
+                    builder.append_value(values.value(*entry))
+                }
+                _ => builder.append_null(),
+            }
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+        .collect())
+}
+
 /// What `evaluate` runs: every expression narrowed to its columns.
 #[derive(Debug)]
 struct Plan {
     rules: Vec<CompiledRule<Narrow>>,
     alertname: Narrow,
-    /// Each shared expression over the columns before its own.
-    shared: Vec<Narrow>,
+    /// Each shared column, over the columns before its own.
+    shared: Vec<SharedColumn>,
 }
 
 impl Plan {
@@ -155,7 +237,7 @@ impl Plan {
             alertname: Narrow::new(alertname, full)?,
             shared: shared
                 .iter()
-                .map(|(e, schema)| Narrow::new(e, schema))
+                .map(|(e, schema)| SharedColumn::new(e, schema))
                 .collect::<Result<_>>()?,
         })
     }
@@ -316,6 +398,28 @@ impl CompiledRules {
         })
     }
 
+    /// The shared attribute reads, in order (all read the events' own columns).
+    fn attribute_reads(&self, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        let mut map = None;
+        let mut keys = Vec::new();
+        for shared in &self.plan.shared {
+            if let SharedColumn::Attribute { map: m, key } = shared {
+                if map.is_some_and(|seen| seen != *m) {
+                    return Err(Error::Internal("attribute reads of two maps".into()));
+                }
+                map = Some(*m);
+                keys.push(key.as_str());
+            }
+        }
+        let Some(map) = map else {
+            return Ok(Vec::new());
+        };
+        let map = columns
+            .get(map)
+            .ok_or_else(|| Error::Internal(format!("batch has no column {map}")))?;
+        attribute_columns(map, &keys)
+    }
+
     /// Every expression narrowed to the columns it reads.
     fn plan(&self) -> Result<Plan> {
         let full = self
@@ -405,8 +509,14 @@ impl CompiledRules {
         let n = batch.num_rows();
         // Every shared sub-expression as a column after the events' own.
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut attributes = self.attribute_reads(&columns)?.into_iter();
         for shared in &self.plan.shared {
-            let value = eval(&shared.expr, &shared.input(&columns, n)?)?;
+            let value = match shared {
+                SharedColumn::Expr(e) => eval(&e.expr, &e.input(&columns, n)?)?,
+                SharedColumn::Attribute { .. } => attributes
+                    .next()
+                    .ok_or_else(|| Error::Internal("attribute read missing".into()))?,
+            };
             columns.push(value);
         }
         let columns = &columns;
@@ -615,6 +725,15 @@ mod tests {
         let pack = RulePack::builtin().expect("pack");
         let shared = CompiledRules::compile(&pack).expect("compiles");
         assert!(shared.shared.len() >= 3, "{}", shared.shared.len());
+        // The attribute reads take the one-pass path; the unshared pack below
+        // reads every attribute through DataFusion's `get_field`.
+        let reads = shared
+            .plan
+            .shared
+            .iter()
+            .filter(|c| matches!(c, SharedColumn::Attribute { .. }))
+            .count();
+        assert!(reads >= 2, "{reads}");
         let mut plain = CompiledRules::compile(&pack).expect("compiles");
         // The same pack without sharing: every expression on its own.
         let fresh = CompiledRules::compile_unshared(&pack).expect("compiles");
