@@ -11,7 +11,8 @@
 //! sub-expression that occurs more than once across the pack is evaluated once per
 //! batch into an extra column, and the expressions read that column instead
 //! (common sub-expression elimination over the whole pack). Every expression then
-//! reads a batch of only the columns it names (see `Narrow`).
+//! reads a batch of only the columns it names (see `Narrow`), and the attribute
+//! reads are made in one pass over the map column (see `SharedColumn`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
