@@ -139,11 +139,16 @@ impl Narrow {
 #[derive(Debug)]
 enum SharedColumn {
     Expr(Narrow),
-    Attribute { map: usize, key: String },
+    /// Read from the plan's attribute map column.
+    Attribute {
+        key: String,
+    },
 }
 
 impl SharedColumn {
-    fn new(expr: &Expr, input: &Schema) -> Result<SharedColumn> {
+    /// `attributes`: the map column attribute reads use (the first one seen); a
+    /// read of another map stays an expression.
+    fn new(expr: &Expr, input: &Schema, attributes: &mut Option<usize>) -> Result<SharedColumn> {
         if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>()
             && f.name() == "get_field"
             && let [map, key] = f.args()
@@ -155,11 +160,9 @@ impl SharedColumn {
             && kv.len() == 2
             && kv.iter().all(|f| f.data_type() == &DataType::Utf8)
             && expr.data_type(input).ok() == Some(DataType::Utf8)
+            && *attributes.get_or_insert(map.index()) == map.index()
         {
-            return Ok(SharedColumn::Attribute {
-                map: map.index(),
-                key: key.clone(),
-            });
+            return Ok(SharedColumn::Attribute { key: key.clone() });
         }
         Ok(SharedColumn::Expr(Narrow::new(expr, input)?))
     }
@@ -219,6 +222,8 @@ struct Plan {
     alertname: Narrow,
     /// Each shared column, over the columns before its own.
     shared: Vec<SharedColumn>,
+    /// The map column of the attribute reads among `shared`, and their keys in order.
+    attributes: Option<(usize, Vec<String>)>,
 }
 
 impl Plan {
@@ -230,16 +235,26 @@ impl Plan {
         shared: &[(&Expr, &Schema)],
         full: &Schema,
     ) -> Result<Plan> {
+        let mut map = None;
+        let shared: Vec<SharedColumn> = shared
+            .iter()
+            .map(|(e, schema)| SharedColumn::new(e, schema, &mut map))
+            .collect::<Result<_>>()?;
+        let keys = shared
+            .iter()
+            .filter_map(|c| match c {
+                SharedColumn::Attribute { key, .. } => Some(key.clone()),
+                SharedColumn::Expr(_) => None,
+            })
+            .collect();
         Ok(Plan {
             rules: rules
                 .iter()
                 .map(|r| r.map(|e| Narrow::new(e, full)))
                 .collect::<Result<_>>()?,
             alertname: Narrow::new(alertname, full)?,
-            shared: shared
-                .iter()
-                .map(|(e, schema)| SharedColumn::new(e, schema))
-                .collect::<Result<_>>()?,
+            shared,
+            attributes: map.map(|m| (m, keys)),
         })
     }
 }
@@ -399,25 +414,15 @@ impl CompiledRules {
         })
     }
 
-    /// The shared attribute reads, in order (all read the events' own columns).
+    /// The shared attribute reads, in order.
     fn attribute_reads(&self, columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-        let mut map = None;
-        let mut keys = Vec::new();
-        for shared in &self.plan.shared {
-            if let SharedColumn::Attribute { map: m, key } = shared {
-                if map.is_some_and(|seen| seen != *m) {
-                    return Err(Error::Internal("attribute reads of two maps".into()));
-                }
-                map = Some(*m);
-                keys.push(key.as_str());
-            }
-        }
-        let Some(map) = map else {
+        let Some((map, keys)) = &self.plan.attributes else {
             return Ok(Vec::new());
         };
         let map = columns
-            .get(map)
+            .get(*map)
             .ok_or_else(|| Error::Internal(format!("batch has no column {map}")))?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         attribute_columns(map, &keys)
     }
 
@@ -634,7 +639,6 @@ fn as_text(array: ArrayRef) -> Result<StringArray> {
 
 /// Evaluates only the selected rows (NULL elsewhere): for values of a few rows.
 fn eval_on(expr: &Narrow, columns: &[ArrayRef], rows: &BooleanArray) -> Result<ArrayRef> {
-    let batch = expr.input(columns, rows.len())?;
     if rows.true_count() == 0 {
         return Ok(arrow::array::new_null_array(
             &expr
@@ -645,7 +649,7 @@ fn eval_on(expr: &Narrow, columns: &[ArrayRef], rows: &BooleanArray) -> Result<A
         ));
     }
     expr.expr
-        .evaluate_selection(&batch, rows)
+        .evaluate_selection(&expr.input(columns, rows.len())?, rows)
         .and_then(|v| v.into_array(rows.len()))
         .map_err(|e| Error::Internal(e.to_string()))
 }
