@@ -1103,15 +1103,21 @@ fn own_cpu_seconds() -> f64 {
     cpu.load(Ordering::Relaxed) as f64 / CLOCK_TICKS_PER_SECOND
 }
 
+/// The values of every series of metric `name` in a Prometheus text exposition.
+fn metric_values<'a>(metrics: &'a str, name: &'a str) -> impl Iterator<Item = f64> + 'a {
+    metrics
+        .lines()
+        .filter(move |l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+}
+
 /// From `/metrics`: events the engine correlated per batch
 /// (`causeway_engine_batch_events`) and records per group commit of the embedded log.
 async fn batching(base: &str) -> anyhow::Result<(f64, f64)> {
     let metrics = HttpPoster::new(base)?.get("/metrics").await?.text();
     let value = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        metric_values(&metrics, name)
+            .next()
             .with_context(|| format!("/metrics has no {name}"))
     };
     let per = |sum: &str, count: &str| -> anyhow::Result<f64> {
@@ -1136,11 +1142,7 @@ async fn wait_assigned(base: &str, partitions: u32) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let metrics = client.get("/metrics").await?.text();
-        let assigned: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("causeway_kafka_assigned_partitions"))
-            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .sum();
+        let assigned: f64 = metric_values(&metrics, "causeway_kafka_assigned_partitions").sum();
         if assigned >= f64::from(partitions) {
             return Ok(());
         }
