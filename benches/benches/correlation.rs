@@ -16,7 +16,7 @@ use std::time::Duration;
 use causeway_benches::{Workload, generate, operator_for};
 use causeway_engine::predicate::CompiledRules;
 use causeway_engine::schema::events_batch;
-use causeway_rules::{Output, ProcessingTime, RulePack};
+use causeway_rules::{Output, OutputSize, ProcessingTime, RulePack};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// The binary's allocator, so the operator is measured as it runs in `causeway`.
@@ -77,11 +77,14 @@ fn bench(c: &mut Criterion) {
             || operator_for(&w),
             |mut op| {
                 // As the engine driver does: each batch gets a fresh output,
-                // handed on (here: counted and dropped) before the next.
+                // sized like the previous one's and handed on (here: counted
+                // and dropped) before the next.
                 let (mut versions, mut edges) = (0, 0);
+                let mut size = OutputSize::default();
                 for (batch, now) in batches.iter().zip(&clock) {
-                    let mut out = Output::default();
+                    let mut out = Output::sized_like(&size);
                     op.push_batch(batch, *now, &mut out).expect("push");
+                    size = out.size();
                     versions += out.incidents.len();
                     edges += out.edges.len();
                 }

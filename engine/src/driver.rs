@@ -28,7 +28,7 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use causeway_rules::{
     Catalog, Correlator, CorrelatorConfig, Event, EventTime, IncidentEdge, IncidentVersion, Output,
-    ProcessingTime, PushOutcome, RulePack, StateStats,
+    OutputSize, ProcessingTime, PushOutcome, RulePack, StateStats,
 };
 use serde::{Deserialize, Serialize};
 
@@ -204,6 +204,8 @@ pub struct Engine {
     in_flight: Option<InFlightCommit>,
     /// Started by the first commit.
     writer: Option<CommitWriter>,
+    /// What the last tick released: the next one's output is sized like it.
+    last_tick: OutputSize,
 }
 
 fn checkpoint_path(data_dir: &Path) -> PathBuf {
@@ -388,6 +390,7 @@ impl Engine {
             enricher: None,
             in_flight: None,
             writer: None,
+            last_tick: OutputSize::default(),
         };
         if let Some(cp) = checkpoint
             && engine.mode == PartitionStateMode::Local
@@ -665,7 +668,7 @@ impl Engine {
     /// recorded before the next instead of all of it held at once. `more` in the
     /// output says to call again without waiting.
     pub fn tick(&mut self, now: ProcessingTime) -> Result<EngineOutput> {
-        let mut out = Output::default();
+        let mut out = Output::sized_like(&self.last_tick);
         let mut totals = StateStats::default();
         let mut more = false;
         for (p, state) in self.partitions.iter_mut() {

@@ -18,7 +18,8 @@ pub mod time;
 pub use catalog::{Catalog, IndexedCatalog, ServiceEntry};
 pub use correlate::{
     Correlator, CorrelatorConfig, EdgeRole, EventRow, IncidentEdge, IncidentState, IncidentVersion,
-    Matches, NoValues, Output, PushOutcome, RuleValues, Side, StateStats, edges_per_version,
+    Matches, NoValues, Output, OutputSize, PushOutcome, RuleValues, Side, StateStats,
+    edges_per_version,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind, Severity};

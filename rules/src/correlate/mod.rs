@@ -281,6 +281,13 @@ pub struct IncidentEdge {
     pub time: EventTime,
 }
 
+/// How many versions and edges an [`Output`] held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputSize {
+    pub incidents: usize,
+    pub edges: usize,
+}
+
 /// What applying events produced, in the order it happened.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Output {
@@ -293,6 +300,25 @@ pub struct Output {
 }
 
 impl Output {
+    /// An empty output with room for as much as `previous` held. Consecutive
+    /// batches produce outputs of about the same size; a vector of versions grown
+    /// from empty is copied about twice over and faults in fresh pages each time.
+    pub fn sized_like(previous: &OutputSize) -> Output {
+        Output {
+            incidents: Vec::with_capacity(previous.incidents),
+            edges: Vec::with_capacity(previous.edges),
+            edge_marks: Vec::with_capacity(previous.incidents),
+        }
+    }
+
+    /// How much this output holds, for [`Output::sized_like`].
+    pub fn size(&self) -> OutputSize {
+        OutputSize {
+            incidents: self.incidents.len(),
+            edges: self.edges.len(),
+        }
+    }
+
     /// Appends another output.
     pub fn extend(&mut self, other: Output) {
         let offset = self.edges.len();

@@ -547,7 +547,8 @@ pub struct Correlator {
     /// Bits of absence rules (their "effects" are follow-ups, not links).
     absence_rules: u64,
     state: State,
-    /// Interned alert names and subjects (rebuilt after a restore).
+    /// Interned alert names and subjects (rebuilt after a restore); subjects by
+    /// [`text_hash`] of their scope and entity.
     names: FxHashSet<Arc<str>>,
     subjects: FxHashMap<u64, Arc<Subject>>,
     /// Catalog relations per subject key (derived; rebuilt on demand).
@@ -565,6 +566,13 @@ fn bits(mut set: u64) -> impl Iterator<Item = u8> {
         set &= set - 1;
         Some(i)
     })
+}
+
+/// A process-local hash of a subject's text, for interning only: unlike
+/// [`key_hash`] it is never stored, so it may be the fastest one at hand.
+fn text_hash(scope: &str, entity: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one((scope, entity))
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -707,13 +715,14 @@ impl Correlator {
     }
 
     fn share_subject(&mut self, s: &Arc<Subject>) -> Arc<Subject> {
-        match self.subjects.get(&s.key) {
+        let text = text_hash(&s.scope, &s.entity);
+        match self.subjects.get(&text) {
             Some(existing) if existing.scope == s.scope && existing.entity == s.entity => {
                 existing.clone()
             }
             Some(_) => s.clone(),
             None => {
-                self.subjects.insert(s.key, s.clone());
+                self.subjects.insert(text, s.clone());
                 if self.catalog_joins && !self.joins.contains_key(&s.key) {
                     let joins = Arc::new(self.subject_joins(s));
                     self.joins.insert(s.key, joins);
@@ -724,13 +733,16 @@ impl Correlator {
     }
 
     fn intern_subject(&mut self, scope: &str, entity: &str) -> Arc<Subject> {
-        let key = key_hash(&[scope, entity]);
-        if let Some(s) = self.subjects.get(&key)
+        // Looked up by a quick hash of the text; the stable key is computed only
+        // for a subject not seen yet (this runs for every event).
+        let text = text_hash(scope, entity);
+        if let Some(s) = self.subjects.get(&text)
             && &*s.scope == scope
             && &*s.entity == entity
         {
             return s.clone();
         }
+        let key = key_hash(&[scope, entity]);
         let s = Arc::new(Subject {
             scope: scope.into(),
             entity: entity.into(),
@@ -738,7 +750,7 @@ impl Correlator {
         });
         // On a (64-bit) collision the first subject keeps the slot; the other is
         // simply not shared.
-        self.subjects.entry(key).or_insert_with(|| s.clone());
+        self.subjects.entry(text).or_insert_with(|| s.clone());
         if self.catalog_joins && !self.joins.contains_key(&key) {
             let joins = Arc::new(self.subject_joins(&s));
             self.joins.insert(key, joins);
@@ -951,8 +963,13 @@ impl Correlator {
             return;
         }
         self.state.watermark = Some(watermark);
-        for p in &self.take_pending(|p| p.time <= watermark) {
-            self.apply_in_order(p, out);
+        self.sort_pending();
+        let k = self.state.pending.partition_point(|p| p.time <= watermark);
+        for _ in 0..k {
+            let Some(p) = self.state.pending.pop_front() else {
+                break;
+            };
+            self.apply_in_order(&p, out);
         }
         self.flush(out);
         self.run_deadlines(watermark, true, out);
@@ -981,26 +998,12 @@ impl Correlator {
         }
     }
 
-    /// Takes the buffered events before the first one `ready` rejects, in order.
-    fn take_pending(&mut self, ready: impl Fn(&Pending) -> bool) -> Vec<Pending> {
-        self.sort_pending();
-        let k = self.state.pending.partition_point(|p| ready(p));
-        self.take_first_pending(k)
-    }
-
     fn sort_pending(&mut self) {
         if !self.state.pending_sorted {
             // Adaptive: a sorted run plus a few stragglers sorts in about O(n).
             self.state.pending.make_contiguous().sort();
             self.state.pending_sorted = true;
         }
-    }
-
-    /// The first `k` buffered events (sorted first).
-    fn take_first_pending(&mut self, k: usize) -> Vec<Pending> {
-        self.sort_pending();
-        let k = k.min(self.state.pending.len());
-        self.state.pending.drain(..k).collect()
     }
 
     /// Applies an event the watermark released: versions of the previous instant
@@ -1091,8 +1094,8 @@ impl Correlator {
             if rises && !self.rose(r, p) {
                 continue;
             }
-            for key in self.keys(r, Side::Effect, p) {
-                let Some(list) = self.cause_list(r, key.hash) else {
+            for key in self.key_hashes(r, Side::Effect, p) {
+                let Some(list) = self.cause_list(r, key) else {
                     continue;
                 };
                 let upto = list.causes.partition_point(|c| c.time <= p.time);
@@ -1105,12 +1108,12 @@ impl Correlator {
                     continue;
                 };
                 if threshold && !c.threshold_met {
-                    counted.push((r, key.hash, c.id, c.time));
+                    counted.push((r, key, c.id, c.time));
                     continue;
                 }
                 links.push(Link {
                     rule: r,
-                    key: key.hash,
+                    key: key,
                     label: list.label.clone(),
                     cause: c.id,
                     cause_time: c.time,
@@ -1151,14 +1154,31 @@ impl Correlator {
     /// The join keys of an event for rule `r` on `side`.
     fn keys(&self, r: u8, side: Side, p: &Pending) -> SmallVec<[Key; 2]> {
         let mut keys = SmallVec::new();
+        self.each_key(r, side, p, |hash, value| {
+            keys.push(Key {
+                hash,
+                value: value.cloned(),
+            });
+        });
+        keys
+    }
+
+    /// The hashes of [`Self::keys`]: where the joined values are not needed, their
+    /// `Arc`s are not cloned (an atomic increment and decrement per key).
+    fn key_hashes(&self, r: u8, side: Side, p: &Pending) -> SmallVec<[u64; 2]> {
+        let mut hashes = SmallVec::new();
+        self.each_key(r, side, p, |hash, _| hashes.push(hash));
+        hashes
+    }
+
+    /// Calls `f` with each join key's hash and joined value (`None`: the event's
+    /// own scope/entity).
+    fn each_key(&self, r: u8, side: Side, p: &Pending, mut f: impl FnMut(u64, Option<&Arc<str>>)) {
         let Some(rule) = self.rules.get(usize::from(r)) else {
-            return keys;
+            return;
         };
         match rule.join {
-            JoinKind::Entity => keys.push(Key {
-                hash: p.subject.key,
-                value: None,
-            }),
+            JoinKind::Entity => f(p.subject.key, None),
             JoinKind::Service | JoinKind::DependsOn => {
                 let computed;
                 let joins = match self.joins.get(&p.subject.key) {
@@ -1170,16 +1190,10 @@ impl Correlator {
                 };
                 if rule.join == JoinKind::DependsOn && side == Side::Effect {
                     for (hash, dep) in &joins.dependencies {
-                        keys.push(Key {
-                            hash: *hash,
-                            value: Some(dep.clone()),
-                        });
+                        f(*hash, Some(dep));
                     }
                 } else {
-                    keys.push(Key {
-                        hash: joins.service_key,
-                        value: Some(joins.service.clone()),
-                    });
+                    f(joins.service_key, Some(&joins.service));
                 }
             }
             JoinKind::Expr => {
@@ -1194,15 +1208,11 @@ impl Correlator {
                         && *rule == r
                         && *cause_side == want_cause
                     {
-                        keys.push(Key {
-                            hash: *hash,
-                            value: Some(value.clone()),
-                        });
+                        f(*hash, Some(value));
                     }
                 }
             }
         }
-        keys
     }
 
     fn label(p: &Pending, key: &Key) -> Arc<str> {
@@ -1274,15 +1284,15 @@ impl Correlator {
                 .is_some_and(|x| x.join == JoinKind::Expr)
             {
                 expr_rules |= 1 << r;
-                for key in self.keys(r, Side::Effect, p) {
-                    let list = self
-                        .state
-                        .expr_effects
-                        .entry((r, key.hash))
-                        .or_insert_with(|| EffectList {
-                            subject: p.subject.clone(),
-                            effects: Vec::new(),
-                        });
+                for key in self.key_hashes(r, Side::Effect, p) {
+                    let list =
+                        self.state
+                            .expr_effects
+                            .entry((r, key))
+                            .or_insert_with(|| EffectList {
+                                subject: p.subject.clone(),
+                                effects: Vec::new(),
+                            });
                     insert(list);
                 }
             }
@@ -2152,8 +2162,8 @@ impl Correlator {
             {
                 continue;
             }
-            for key in self.keys(r, Side::Effect, p) {
-                let Some(list) = self.state.wait_index.get_mut(&(r, key.hash)) else {
+            for key in self.key_hashes(r, Side::Effect, p) {
+                let Some(list) = self.state.wait_index.get_mut(&(r, key)) else {
                     continue;
                 };
                 let mut cancelled = Vec::new();
@@ -2168,7 +2178,7 @@ impl Correlator {
                     !followed
                 });
                 if list.is_empty() {
-                    self.state.wait_index.remove(&(r, key.hash));
+                    self.state.wait_index.remove(&(r, key));
                 }
                 for (deadline, cause) in cancelled {
                     self.state.waits.remove(&(deadline, r, cause));
@@ -2371,9 +2381,13 @@ impl Correlator {
         }
         if self.state.pending.len() > cap {
             let excess = self.state.pending.len() - cap;
-            for p in &self.take_first_pending(excess) {
+            self.sort_pending();
+            for _ in 0..excess {
+                let Some(p) = self.state.pending.pop_front() else {
+                    break;
+                };
                 let t = p.time;
-                self.apply_in_order(p, out);
+                self.apply_in_order(&p, out);
                 self.state.forced += 1;
                 if self.state.watermark.is_none_or(|w| t > w) {
                     self.state.watermark = Some(t);
@@ -2478,8 +2492,9 @@ impl Correlator {
             .retain(|_, b| b.last.is_some_and(|l| l.plus(BASELINE_RETENTION) >= w));
         self.names.retain(|n| Arc::strong_count(n) > 1);
         self.subjects.retain(|_, s| Arc::strong_count(s) > 1);
-        let subjects = &self.subjects;
-        self.joins.retain(|k, _| subjects.contains_key(k));
+        // `joins` is keyed by the subjects' stable keys, `subjects` by their text.
+        let live: FxHashSet<u64> = self.subjects.values().map(|s| s.key).collect();
+        self.joins.retain(|k, _| live.contains(k));
     }
 }
 
