@@ -1113,7 +1113,7 @@ impl Correlator {
                 }
                 links.push(Link {
                     rule: r,
-                    key: key,
+                    key,
                     label: list.label.clone(),
                     cause: c.id,
                     cause_time: c.time,
