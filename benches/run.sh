@@ -2,7 +2,7 @@
 # Reproduces every figure of benches/RESULTS.md on this machine, in one go:
 # criterion benchmarks, the end-to-end load harness (every mode, baselines beside
 # it), and the dashboard benchmark against DuckDB. Release build. Writes the
-# harness and dashboard reports to benches/results-<date>.md; criterion's own
+# harness, instruction-count and dashboard reports to benches/results-<date>.md; criterion's own
 # reports land in target/criterion/.
 #
 #   benches/run.sh            # everything (about an hour on the 2-core VM)
@@ -27,6 +27,9 @@ fi
 if [[ "$what" == all || "$what" == load ]]; then
   deploy/dev/kafka.sh up >/dev/null
   target/release/causeway-load --report "$out" all
+fi
+if [[ "$what" == all || "$what" == instructions ]]; then
+  benches/instructions.sh | tee -a "$out"
 fi
 if [[ "$what" == all || "$what" == dashboard ]]; then
   target/release/causeway-dashboard-bench --format markdown | tee -a "$out"

@@ -10,6 +10,11 @@
 //!
 //! Run: `cargo bench --profile release -p causeway -p causeway-benches --bench correlation`
 //! (with the root package, the features match the release binaries' build).
+//!
+//! With `CAUSEWAY_OPERATOR_ONCE=1` the binary instead drives the operator once over
+//! the workload, as the `operator` case does, prints what came out and exits:
+//! `benches/instructions.sh` counts that pass's instructions under callgrind, a
+//! figure this VM's ±30 % swings in speed do not blur.
 
 use std::time::Duration;
 
@@ -41,6 +46,10 @@ fn bench(c: &mut Criterion) {
         .map(|c| ProcessingTime::from_micros(c.last().map_or(0, |e| e.time.as_micros())))
         .collect();
 
+    if std::env::var_os("CAUSEWAY_OPERATOR_ONCE").is_some() {
+        operator_once(&w, &events, &batches, &clock);
+        return;
+    }
     let mut g = c.benchmark_group("correlation");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.sample_size(10);
@@ -94,6 +103,36 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
+}
+
+/// One pass of the operator over the workload, batch by batch as in the
+/// `operator` case (`Operator::push_batch` is what callgrind counts), and a
+/// summary of its output and state.
+fn operator_once(
+    w: &Workload,
+    events: &[causeway_rules::Event],
+    batches: &[arrow::record_batch::RecordBatch],
+    clock: &[ProcessingTime],
+) {
+    let mut op = operator_for(w);
+    let (mut versions, mut edges) = (0, 0);
+    let mut opened = std::collections::BTreeMap::<String, usize>::new();
+    let mut size = OutputSize::default();
+    for (batch, now) in batches.iter().zip(clock) {
+        let mut out = Output::sized_like(&size);
+        op.push_batch(batch, *now, &mut out).expect("push");
+        size = out.size();
+        versions += out.incidents.len();
+        edges += out.edges.len();
+        for v in out.incidents.iter().filter(|v| v.version == 1) {
+            *opened.entry(v.rule_id.to_string()).or_default() += 1;
+        }
+    }
+    println!(
+        "operator once: {} events, {versions} incident versions, {edges} edges; opened by rule {opened:?}; state {:?}",
+        events.len(),
+        op.correlator().stats()
+    );
 }
 
 criterion_group!(benches, bench);

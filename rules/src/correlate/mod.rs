@@ -300,14 +300,17 @@ pub struct Output {
 }
 
 impl Output {
-    /// An empty output with room for as much as `previous` held. Consecutive
-    /// batches produce outputs of about the same size; a vector of versions grown
-    /// from empty is copied about twice over and faults in fresh pages each time.
+    /// An empty output with room for as much as `previous` held, and a quarter
+    /// more. Consecutive batches produce outputs of about the same size; a vector
+    /// of versions grown from empty is copied about twice over and faults in fresh
+    /// pages each time, and one sized exactly is copied whole by the first batch
+    /// that yields one version more.
     pub fn sized_like(previous: &OutputSize) -> Output {
+        let room = |n: usize| n.saturating_add(n / 4);
         Output {
-            incidents: Vec::with_capacity(previous.incidents),
-            edges: Vec::with_capacity(previous.edges),
-            edge_marks: Vec::with_capacity(previous.incidents),
+            incidents: Vec::with_capacity(room(previous.incidents)),
+            edges: Vec::with_capacity(room(previous.edges)),
+            edge_marks: Vec::with_capacity(room(previous.incidents)),
         }
     }
 

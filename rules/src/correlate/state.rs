@@ -546,6 +546,9 @@ pub struct Correlator {
     group_title: Arc<Title>,
     /// Bits of absence rules (their "effects" are follow-ups, not links).
     absence_rules: u64,
+    /// Bits of rules whose events carry values: expression join keys or a `rises`
+    /// series.
+    valued_rules: u64,
     state: State,
     /// Interned alert names and subjects (rebuilt after a restore); subjects by
     /// [`text_hash`] of their scope and entity.
@@ -614,6 +617,11 @@ impl Correlator {
             .enumerate()
             .filter(|(_, r)| r.absence.is_some())
             .fold(0u64, |acc, (i, _)| acc | (1 << i));
+        let valued_rules = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.join == JoinKind::Expr || r.rise.is_some())
+            .fold(0u64, |acc, (i, _)| acc | (1 << i));
         let catalog_joins = rules
             .iter()
             .any(|r| matches!(r.join, JoinKind::Service | JoinKind::DependsOn));
@@ -622,6 +630,7 @@ impl Correlator {
             joins: FxHashMap::default(),
             rules,
             absence_rules,
+            valued_rules,
             catalog: CatalogIndex::new(catalog),
             config,
             group_rule_id: ALERT_GROUP_RULE.into(),
@@ -892,9 +901,13 @@ impl Correlator {
         let alertname = row.alertname.map(|n| self.intern_name(n));
         let m = row.matches;
         let mut extra: Vec<Extra> = Vec::new();
-        for (i, rule) in self.rules.iter().enumerate() {
+        // Only rules that join on an expression or watch a rise carry values.
+        for rule_idx in bits((m.cause | m.effect | m.follow) & self.valued_rules) {
+            let i = usize::from(rule_idx);
+            let Some(rule) = self.rules.get(i) else {
+                continue;
+            };
             let bit = 1u64 << i;
-            let rule_idx = i as u8;
             if rule.join == JoinKind::Expr {
                 for (cause_side, on) in [
                     (true, m.cause & bit != 0),
@@ -1082,6 +1095,9 @@ impl Correlator {
         // Links this effect makes now, and threshold causes it counts toward.
         let mut links: Vec<Link> = Vec::new();
         let mut counted: Vec<(u8, u64, EventId, EventTime)> = Vec::new();
+        // Most rules join on the entity: one probe says whether any cause waits
+        // under this subject's key at all.
+        let entity_causes = self.state.causes.contains_key(&p.subject.key);
         for r in bits(p.matches.effect) {
             let Some(rule) = self.rules.get(usize::from(r)) else {
                 continue;
@@ -1089,9 +1105,16 @@ impl Correlator {
             if rule.absence.is_some() {
                 continue;
             }
-            let (within, threshold, rises) =
-                (rule.within, rule.threshold.is_some(), rule.rise.is_some());
+            let (within, threshold, rises, entity) = (
+                rule.within,
+                rule.threshold.is_some(),
+                rule.rise.is_some(),
+                rule.join == JoinKind::Entity,
+            );
             if rises && !self.rose(r, p) {
+                continue;
+            }
+            if entity && !entity_causes {
                 continue;
             }
             for key in self.key_hashes(r, Side::Effect, p) {
