@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces every figure of benches/RESULTS.md on this machine, in one go:
 # criterion benchmarks, the end-to-end load harness (every mode, baselines beside
-# it), and the dashboard benchmark against DuckDB. Release build. Writes the
-# harness, instruction-count and dashboard reports to benches/results-<date>.md; criterion's own
-# reports land in target/criterion/.
+# it), the operator's instructions per event (callgrind), and the dashboard
+# benchmark against DuckDB. Release build. Writes the harness, instruction-count
+# and dashboard reports to benches/results-<date>.md; criterion's own reports land
+# in target/criterion/.
 #
 #   benches/run.sh            # everything (about an hour on the 2-core VM)
 #   benches/run.sh load       # only the load harness

@@ -612,16 +612,15 @@ impl Correlator {
                 attach_only: r.attach_only,
             })
             .collect();
-        let absence_rules = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.absence.is_some())
-            .fold(0u64, |acc, (i, _)| acc | (1 << i));
-        let valued_rules = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.join == JoinKind::Expr || r.rise.is_some())
-            .fold(0u64, |acc, (i, _)| acc | (1 << i));
+        let rule_bits = |pick: fn(&RuleFacts) -> bool| {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| pick(r))
+                .fold(0u64, |acc, (i, _)| acc | (1 << i))
+        };
+        let absence_rules = rule_bits(|r| r.absence.is_some());
+        let valued_rules = rule_bits(|r| r.join == JoinKind::Expr || r.rise.is_some());
         let catalog_joins = rules
             .iter()
             .any(|r| matches!(r.join, JoinKind::Service | JoinKind::DependsOn));
