@@ -1095,8 +1095,8 @@ impl Correlator {
         let mut links: Vec<Link> = Vec::new();
         let mut counted: Vec<(u8, u64, EventId, EventTime)> = Vec::new();
         // Most rules join on the entity: one probe says whether any cause waits
-        // under this subject's key at all.
-        let entity_causes = self.state.causes.contains_key(&p.subject.key);
+        // under this subject's key at all (none for an event that is no effect).
+        let entity_causes = p.matches.effect != 0 && self.state.causes.contains_key(&p.subject.key);
         for r in bits(p.matches.effect) {
             let Some(rule) = self.rules.get(usize::from(r)) else {
                 continue;
