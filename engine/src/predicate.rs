@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, MapArray, RecordBatch, RecordBatchOptions,
-    StringArray, StringBuilder,
+    StringArray, StringBuilder, new_null_array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -149,23 +149,34 @@ impl SharedColumn {
     /// `attributes`: the map column attribute reads use (the first one seen); a
     /// read of another map stays an expression.
     fn new(expr: &Expr, input: &Schema, attributes: &mut Option<usize>) -> Result<SharedColumn> {
-        if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>()
-            && f.name() == "get_field"
-            && let [map, key] = f.args()
-            && let Some(map) = map.downcast_ref::<Column>()
-            && let Some(key) = key.downcast_ref::<Literal>()
-            && let ScalarValue::Utf8(Some(key)) = key.value()
-            && let DataType::Map(entries, _) = input.field(map.index()).data_type()
-            && let DataType::Struct(kv) = entries.data_type()
-            && kv.len() == 2
-            && kv.iter().all(|f| f.data_type() == &DataType::Utf8)
-            && expr.data_type(input).ok() == Some(DataType::Utf8)
-            && *attributes.get_or_insert(map.index()) == map.index()
+        if let Some((map, key)) = attribute_read(expr, input)
+            && *attributes.get_or_insert(map) == map
         {
-            return Ok(SharedColumn::Attribute { key: key.clone() });
+            return Ok(SharedColumn::Attribute {
+                key: key.to_owned(),
+            });
         }
         Ok(SharedColumn::Expr(Narrow::new(expr, input)?))
     }
+}
+
+/// The map column and key of a text attribute read (`attributes['key']`).
+fn attribute_read<'a>(expr: &'a Expr, input: &Schema) -> Option<(usize, &'a str)> {
+    if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>()
+        && f.name() == "get_field"
+        && let [map, key] = f.args()
+        && let Some(map) = map.downcast_ref::<Column>()
+        && let Some(key) = key.downcast_ref::<Literal>()
+        && let ScalarValue::Utf8(Some(key)) = key.value()
+        && let DataType::Map(entries, _) = input.fields().get(map.index())?.data_type()
+        && let DataType::Struct(kv) = entries.data_type()
+        && kv.len() == 2
+        && kv.iter().all(|f| f.data_type() == &DataType::Utf8)
+        && expr.data_type(input).ok() == Some(DataType::Utf8)
+    {
+        return Some((map.index(), key));
+    }
+    None
 }
 
 /// The value of each of `keys` in every row of a `Map<Utf8, Utf8>` column (the
@@ -182,36 +193,63 @@ fn attribute_columns(map: &ArrayRef, keys: &[&str]) -> Result<Vec<ArrayRef>> {
             .ok_or_else(|| Error::Internal("attribute keys and values must be text".into()))
     };
     let (names, values) = (text(map.keys())?, text(map.values())?);
-    let mut out: Vec<StringBuilder> = keys
-        .iter()
-        .map(|_| StringBuilder::with_capacity(map.len(), map.len() * 8))
-        .collect();
-    let mut found: Vec<Option<usize>> = vec![None; keys.len()];
+    // An entry's name is compared only with the keys as long as it (a pack reads
+    // a dozen or more keys; most names in a row match none of them).
+    let longest = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+    let mut by_len: Vec<Vec<(usize, &[u8])>> = vec![Vec::new(); longest + 1];
+    for (k, key) in keys.iter().enumerate() {
+        by_len[key.len()].push((k, key.as_bytes()));
+    }
+    // Per key (key-major), the entry holding its value in each row.
+    const NONE: u32 = u32::MAX;
+    let rows = map.len();
+    if rows == 0 {
+        return Ok(keys
+            .iter()
+            .map(|_| new_null_array(&DataType::Utf8, 0))
+            .collect());
+    }
+    let mut at = vec![NONE; keys.len() * rows];
+    let mut hits = vec![0usize; keys.len()];
     let offsets = map.value_offsets();
-    for row in 0..map.len() {
-        found.fill(None);
-        if map.is_valid(row) {
-            for entry in offsets[row] as usize..offsets[row + 1] as usize {
-                let name = names.value(entry);
-                if let Some(k) = keys.iter().position(|k| *k == name)
-                    && found[k].is_none()
-                {
-                    found[k] = Some(entry);
-                }
-            }
+    for row in 0..rows {
+        if map.is_null(row) {
+            continue;
         }
-        for (builder, at) in out.iter_mut().zip(&found) {
-            match at {
-                Some(entry) if values.is_valid(*entry) => {
-                    builder.append_value(values.value(*entry))
+        for entry in offsets[row] as usize..offsets[row + 1] as usize {
+            let name = names.value(entry).as_bytes();
+            let Some(same_length) = by_len.get(name.len()) else {
+                continue;
+            };
+            if let Some(&(k, _)) = same_length.iter().find(|(_, key)| *key == name) {
+                let slot = &mut at[k * rows + row];
+                // The first entry with the key wins.
+                if *slot == NONE {
+                    *slot = u32::try_from(entry).map_err(|_| {
+                        Error::Internal("attribute map larger than 4 G entries".into())
+                    })?;
+                    hits[k] += 1;
                 }
-                _ => builder.append_null(),
             }
         }
     }
-    Ok(out
-        .into_iter()
-        .map(|mut b| Arc::new(b.finish()) as ArrayRef)
+    Ok(at
+        .chunks_exact(rows)
+        .zip(&hits)
+        .map(|(entries, &hits)| {
+            if hits == 0 {
+                return new_null_array(&DataType::Utf8, rows);
+            }
+            let mut b = StringBuilder::with_capacity(rows, hits * 16);
+            for &entry in entries {
+                match entry {
+                    NONE => b.append_null(),
+                    e if values.is_valid(e as usize) => b.append_value(values.value(e as usize)),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        })
         .collect())
 }
 
@@ -475,9 +513,11 @@ impl CompiledRules {
             })
             .map_err(internal)?;
         }
+        // Attribute reads are shared even when they occur once: all of them are
+        // read in one pass over the map (see [`SharedColumn`]).
         let mut common: Vec<(Expr, usize)> = counts
             .into_iter()
-            .filter(|(_, (n, _))| *n > 1)
+            .filter(|(e, (n, _))| *n > 1 || attribute_read(e, &EVENTS).is_some())
             .map(|(e, (_, size))| (e, size))
             .collect();
         if common.is_empty() {

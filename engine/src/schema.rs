@@ -158,13 +158,6 @@ pub fn actions_batch(rows: &[causeway_rules::runbook::Decision]) -> Result<Recor
 }
 
 /// Writes an event id's text into a reused buffer.
-fn write_id(buf: &mut String, id: EventId) {
-    use std::fmt::Write;
-    buf.clear();
-    // Writing into a String cannot fail.
-    let _ = write!(buf, "{id}");
-}
-
 /// Events as one record batch with the `events` schema.
 pub fn events_batch(events: &[Event]) -> Result<RecordBatch> {
     let n = events.len();
@@ -263,7 +256,6 @@ pub fn incidents_batch_enriched(
     let mut resolved = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut count = UInt32Builder::with_capacity(n);
     let mut merged = StringBuilder::with_capacity(n, 0);
-    let mut text = String::with_capacity(36);
     for r in rows {
         id.append_value(&*r.incident_id);
         version.append_value(r.version);
@@ -275,10 +267,7 @@ pub fn incidents_batch_enriched(
         scope.append_value(&*r.scope);
         entity.append_value(&*r.entity);
         match r.root_cause_event_id {
-            Some(root_id) => {
-                write_id(&mut text, root_id);
-                root.append_value(&text);
-            }
+            Some(root_id) => root.append_value(root_id.text().as_str()),
             None => root.append_null(),
         }
         opened.append_value(r.opened_at.as_micros());
@@ -320,19 +309,14 @@ pub fn edges_batch(rows: &[IncidentEdge]) -> Result<RecordBatch> {
     let mut lag = Float64Builder::with_capacity(n);
     let mut join_key = StringBuilder::with_capacity(n, n * 24);
     let mut time = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut text = String::with_capacity(36);
     for r in rows {
         incident_id.append_value(&*r.incident_id);
-        write_id(&mut text, r.event_id);
-        event_id.append_value(&text);
+        event_id.append_value(r.event_id.text().as_str());
         role.append_value(r.role.as_str());
         linked_by.append_value(&*r.linked_by);
         rule_version.append_value(r.rule_version);
         match r.cause_event_id {
-            Some(c) => {
-                write_id(&mut text, c);
-                cause.append_value(&text);
-            }
+            Some(c) => cause.append_value(c.text().as_str()),
             None => cause.append_null(),
         }
         lag.append_value(r.lag_seconds);

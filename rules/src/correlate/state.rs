@@ -1637,7 +1637,7 @@ impl Correlator {
                     name,
                     &p.subject.scope,
                     &p.subject.entity,
-                    &p.id.to_string(),
+                    p.id.text().as_str(),
                 ]);
                 let label: Arc<str> =
                     format!("{}/{}/{name}", p.subject.scope, p.subject.entity).into();
