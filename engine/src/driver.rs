@@ -712,6 +712,7 @@ impl Engine {
         metrics::BUFFERED_EFFECTS.set(totals.effects as i64);
         metrics::OPEN_KEYS.set(totals.open_keys as i64);
         metrics::REMEMBERED_IDS.set(totals.remembered_ids as i64);
+        self.last_tick = out.size();
         let enrichment = self.record(&out)?;
         let mut result = EngineOutput {
             more,

@@ -1481,7 +1481,9 @@ impl Correlator {
                 resolved_at: None,
                 event_count: 0,
                 alertnames: Vec::new(),
-                firing: FxHashSet::default(),
+                // Room for a typical alert group's alerts: growing from empty
+                // rehashed each group's set three or four times.
+                firing: FxHashSet::with_capacity_and_hasher(8, Default::default()),
                 roots: Vec::new(),
                 root: None,
                 cause_summary: None,
