@@ -18,6 +18,7 @@ pub mod replay;
 pub mod schema;
 pub mod sql;
 pub mod store;
+mod text_in_list;
 pub mod watermark;
 
 pub use driver::{

@@ -386,6 +386,7 @@ impl CompiledRules {
                 .map_err(|e| err(e.to_string()))?;
             let phys = ctx
                 .create_physical_expr(expr, &df_schema)
+                .and_then(|e| crate::text_in_list::rewrite(e, EVENTS.as_ref()))
                 .map_err(|e| err(e.to_string()))?;
             let ty = phys
                 .data_type(EVENTS.as_ref())
