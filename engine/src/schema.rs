@@ -157,7 +157,6 @@ pub fn actions_batch(rows: &[causeway_rules::runbook::Decision]) -> Result<Recor
     Ok(RecordBatch::try_new(ACTIONS.clone(), columns)?)
 }
 
-/// Writes an event id's text into a reused buffer.
 /// Events as one record batch with the `events` schema.
 pub fn events_batch(events: &[Event]) -> Result<RecordBatch> {
     let n = events.len();
