@@ -10,7 +10,7 @@
 //! numbers, so it is the same after a snapshot and restore.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -499,8 +499,10 @@ struct State {
     waits: BTreeMap<(EventTime, u8, EventId), Wait>,
     wait_index: FxHashMap<(u8, u64), Vec<(EventTime, EventId)>>,
     baselines: FxHashMap<(u8, u64, u64), Baseline>,
-    /// Incidents changed since the last flush, in sequence order.
-    dirty: BTreeSet<u64>,
+    /// Incidents changed since the last flush (repeats allowed; put in sequence
+    /// order and deduplicated at the flush). Serialized like the ordered set it
+    /// replaced: it is empty, or sorted and unique, whenever a snapshot is taken.
+    dirty: Vec<u64>,
     last_sweep: Option<EventTime>,
     applied_since_sweep: u64,
     evicted_expired: u64,
@@ -1496,7 +1498,7 @@ impl Correlator {
                 title_stale: true,
             },
         );
-        self.state.dirty.insert(seq);
+        self.state.dirty.push(seq);
         seq
     }
 
@@ -1559,7 +1561,7 @@ impl Correlator {
             });
         }
         self.recompute_root(seq);
-        self.state.dirty.insert(seq);
+        self.state.dirty.push(seq);
     }
 
     /// Adds an effect to an incident, with one edge per link.
@@ -1618,7 +1620,7 @@ impl Correlator {
             }
         }
         self.schedule(seq);
-        self.state.dirty.insert(seq);
+        self.state.dirty.push(seq);
     }
 
     /// Puts an uncaused firing alert in its `(alertname, scope, entity)` group.
@@ -1971,7 +1973,7 @@ impl Correlator {
             self.schedule(target);
         }
         self.recompute_root(target);
-        self.state.dirty.insert(target);
+        self.state.dirty.push(target);
     }
 
     /// The incident an applied effect sits in now (following merges).
@@ -2048,7 +2050,7 @@ impl Correlator {
             gone.updated_at = gone.updated_at.max(t);
             gone.merged_into = Some(survivor);
             self.state.incidents.insert(s, gone);
-            self.state.dirty.insert(s);
+            self.state.dirty.push(s);
         }
         if let Some(inc) = self.state.incidents.get_mut(&survivor)
             && inc.state == IncidentState::Resolved
@@ -2060,7 +2062,7 @@ impl Correlator {
         }
         self.recompute_root(survivor);
         self.schedule(survivor);
-        self.state.dirty.insert(survivor);
+        self.state.dirty.push(survivor);
         survivor
     }
 
@@ -2117,7 +2119,7 @@ impl Correlator {
         inc.state = IncidentState::Resolved;
         inc.resolved_at = Some(d);
         inc.updated_at = inc.updated_at.max(d);
-        self.state.dirty.insert(seq);
+        self.state.dirty.push(seq);
     }
 
     fn resolve_alert(&mut self, p: &Pending, out: &mut Output) {
@@ -2174,7 +2176,7 @@ impl Correlator {
             inc.resolved_at = Some(p.time);
         }
         self.schedule(seq);
-        self.state.dirty.insert(seq);
+        self.state.dirty.push(seq);
     }
 
     fn cancel_waits(&mut self, p: &Pending) {
@@ -2308,12 +2310,18 @@ impl Correlator {
             time: wait.time,
         });
         self.schedule(seq);
-        self.state.dirty.insert(seq);
+        self.state.dirty.push(seq);
     }
 
     /// Emits one version of every incident changed since the last flush.
     fn flush(&mut self, out: &mut Output) {
-        while let Some(seq) = self.state.dirty.pop_first() {
+        if self.state.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.state.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &seq in &dirty {
             let merged_into = self
                 .state
                 .incidents
@@ -2366,6 +2374,9 @@ impl Correlator {
                 merged_into,
             });
         }
+        // Kept for its capacity.
+        dirty.clear();
+        self.state.dirty = dirty;
     }
 
     /// Applies the oldest buffered events (and evicts the oldest effects) until the
