@@ -77,26 +77,12 @@ fn parse_hex8(digits: [u8; 8]) -> Option<u32> {
     Some(v as u32)
 }
 
-/// `value` as eight lowercase hex digits, the most significant first (the
-/// inverse of [`parse_hex8`]).
-fn hex8(value: u32) -> [u8; 8] {
-    // Spread the nibbles one per byte, the most significant in the highest byte.
-    let x = u64::from(value);
-    let x = ((x & 0xffff_0000) << 16) | (x & 0xffff);
-    let x = ((x & 0x0000_ff00_0000_ff00) << 8) | (x & 0x0000_00ff_0000_00ff);
-    let x = ((x & 0x00f0_00f0_00f0_00f0) << 4) | (x & 0x000f_000f_000f_000f);
-    // '0' + n, and 39 more for n >= 10 (n + 6 carries into bit 4): 'a' = '0' + 10 + 39.
-    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & ONES;
-    (x + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
-}
-
 /// `value` as 32 lowercase hex digits after a four-byte prefix (`evt_`, `inc_`).
 fn prefixed_hex(prefix: &[u8; 4], value: u128) -> [u8; 36] {
     let mut text = [0u8; 36];
     text[..4].copy_from_slice(prefix);
-    for (i, chunk) in text[4..].chunks_exact_mut(8).enumerate() {
-        chunk.copy_from_slice(&hex8((value >> (96 - 32 * i)) as u32));
-    }
+    // Cannot fail: 16 bytes are 32 digits, the room left.
+    let _ = hex::encode_to_slice(value.to_be_bytes(), &mut text[4..]);
     text
 }
 
