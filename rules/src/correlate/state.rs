@@ -500,8 +500,8 @@ struct State {
     wait_index: FxHashMap<(u8, u64), Vec<(EventTime, EventId)>>,
     baselines: FxHashMap<(u8, u64, u64), Baseline>,
     /// Incidents changed since the last flush (repeats allowed; put in sequence
-    /// order and deduplicated at the flush). Serialized like the ordered set it
-    /// replaced: it is empty, or sorted and unique, whenever a snapshot is taken.
+    /// order and deduplicated at the flush). Postcard writes it as the same
+    /// sequence as the ordered set it replaced, so snapshots of either read back.
     dirty: Vec<u64>,
     last_sweep: Option<EventTime>,
     applied_since_sweep: u64,
