@@ -510,6 +510,14 @@ struct State {
     forced: u64,
 }
 
+/// The fields of a [`Snapshot`] before its state, in its order: what
+/// [`Correlator::snapshot`] writes ahead of the state's length and bytes.
+#[derive(Debug, Serialize)]
+struct SnapshotHead {
+    version: u32,
+    rules: Vec<(String, u32)>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Snapshot<'a> {
     version: u32,
@@ -651,11 +659,33 @@ impl Correlator {
         let invalid = |e: postcard::Error| Error::InvalidState {
             reason: e.to_string(),
         };
-        // Sized first (a pass that allocates nothing): a large state, such as a
-        // full reorder buffer, is then written once into an exact buffer instead
-        // of through a doubling one (up to twice its size, and the copies).
+        // The encoding of a [`Snapshot`] written into one buffer of its exact size:
+        // the state is sized first (a pass that allocates nothing), then its
+        // header, length and bytes are written in place instead of being encoded
+        // apart and copied in (a large state, such as a full reorder buffer, was
+        // written twice into fresh memory at every checkpoint).
         let size = postcard::experimental::serialized_size(&self.state).map_err(invalid)?;
-        let state = postcard::to_extend(&self.state, Vec::with_capacity(size)).map_err(invalid)?;
+        let head = SnapshotHead {
+            version: SNAPSHOT_VERSION,
+            rules: self
+                .rules
+                .iter()
+                .map(|r| (r.id.to_string(), r.version))
+                .collect(),
+        };
+        let head_size = postcard::experimental::serialized_size(&head).map_err(invalid)?;
+        let mut out = Vec::with_capacity(head_size + 10 + size);
+        out = postcard::to_extend(&head, out).map_err(invalid)?;
+        // `serde_bytes` writes a length as a varint, as postcard writes a `usize`.
+        out = postcard::to_extend(&size, out).map_err(invalid)?;
+        postcard::to_extend(&self.state, out).map_err(invalid)
+    }
+
+    /// A [`Snapshot`] encoded as the struct it is read back as: what
+    /// [`Correlator::snapshot`] must equal byte for byte.
+    #[cfg(test)]
+    pub(super) fn snapshot_encoded_whole(&self) -> Vec<u8> {
+        let state = postcard::to_allocvec(&self.state).expect("state encodes");
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
             rules: self
@@ -665,8 +695,7 @@ impl Correlator {
                 .collect(),
             state: state.into(),
         };
-        let size = postcard::experimental::serialized_size(&snap).map_err(invalid)?;
-        postcard::to_extend(&snap, Vec::with_capacity(size)).map_err(invalid)
+        postcard::to_allocvec(&snap).expect("snapshot encodes")
     }
 
     /// Restores a state written by [`Correlator::snapshot`]. A snapshot of another

@@ -852,6 +852,25 @@ fn snapshot_and_restore_resume_with_identical_output() {
 }
 
 #[test]
+fn a_snapshot_is_written_as_the_struct_it_is_read_back_as() {
+    let mut h = Harness::deploys();
+    assert_eq!(
+        h.c.snapshot().expect("snapshot"),
+        h.c.snapshot_encoded_whole()
+    );
+    // A state whose encoding is longer than a one-byte length.
+    h.push_all(&[
+        deploy(0, "checkout", "d1"),
+        alert(60, "checkout", "HighErrorRate", "firing", 60),
+        alert(90, "search", "Disk", "firing", 90),
+    ]);
+    let snap = h.c.snapshot().expect("snapshot");
+    assert!(snap.len() > 300, "{}", snap.len());
+    assert_eq!(snap, h.c.snapshot_encoded_whole());
+    Harness::deploys().c.restore(&snap).expect("restore");
+}
+
+#[test]
 fn a_snapshot_of_other_rules_is_refused() {
     let h = Harness::deploys();
     let snap = h.c.snapshot().expect("snapshot");
