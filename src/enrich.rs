@@ -21,6 +21,7 @@ use causeway_rules::{
     Catalog, Event, EventId, EventKind, EventTime, IncidentVersion, IndexedCatalog,
 };
 use moka::sync::Cache;
+use serde::Serialize;
 
 /// The facts of one change event, with what preceded it on the same subject.
 #[derive(Debug, Clone, PartialEq)]
@@ -480,6 +481,77 @@ fn similar_in(list: &[PastIncident], incident: &IncidentVersion, n: usize) -> Ve
     out
 }
 
+/// The enrichment of one incident version as written. Fields are in the order
+/// a `serde_json::Value` (a sorted map) wrote them, so the text stayed the same
+/// when it stopped being built as a `Value` first (a tenth of a 1 M-event
+/// import's instructions went into building, writing and dropping those).
+#[derive(Serialize)]
+struct EnrichmentDoc<'a> {
+    alerts: &'a std::collections::BTreeSet<String>,
+    change: Option<ChangeDoc<'a>>,
+    cost: serde_json::Value,
+    links: LinksDoc<'a>,
+    owner: OwnerDoc<'a>,
+    service: &'a str,
+    similar: Vec<SimilarDoc<'a>>,
+}
+
+/// The root-cause change of an [`EnrichmentDoc`].
+#[derive(Serialize)]
+struct ChangeDoc<'a> {
+    actor: Option<&'a str>,
+    drift: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<FromTo<'a>>,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_parameters: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<FromTo<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    set: BTreeMap<&'a str, &'a str>,
+    source: &'a str,
+    summary: &'a str,
+}
+
+/// What a change replaced, and with what.
+#[derive(Serialize)]
+struct FromTo<'a> {
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+}
+
+/// Where to look next, in an [`EnrichmentDoc`].
+#[derive(Serialize)]
+struct LinksDoc<'a> {
+    alertmanager: Option<&'a str>,
+    alerts: &'a std::collections::BTreeSet<String>,
+    argocd: Option<&'a str>,
+    change: Option<&'a str>,
+    sql: String,
+}
+
+/// Who owns the service, in an [`EnrichmentDoc`].
+#[derive(Serialize)]
+struct OwnerDoc<'a> {
+    oncall: Option<&'a str>,
+    repository: Option<&'a str>,
+    runbook_url: Option<&'a str>,
+    team: Option<&'a str>,
+}
+
+/// One similar past incident, in an [`EnrichmentDoc`].
+#[derive(Serialize)]
+struct SimilarDoc<'a> {
+    actions: &'a [String],
+    incident_id: &'a str,
+    opened_at: String,
+    resolved_at: Option<String>,
+    rule_id: &'a str,
+    time_to_resolve_seconds: Option<i64>,
+    title: &'a str,
+}
+
 /// The enrichment stage: owners, the root-cause change, links and similar past
 /// incidents, from memory only (the caches above), so correlation never waits.
 #[derive(Clone)]
@@ -647,7 +719,6 @@ impl IncidentEnricher {
         incident: &IncidentVersion,
         edges: &[&causeway_rules::IncidentEdge],
     ) -> Arc<str> {
-        use serde_json::json;
         let gathered = get_or_default(&self.gathered, &incident.incident_id);
         // Held to the end: this incident's versions are enriched one at a time.
         let mut g = gathered.lock().unwrap_or_else(|p| p.into_inner());
@@ -690,14 +761,7 @@ impl IncidentEnricher {
         }
         let service = self.catalog.service_of(&incident.entity);
         let entry = self.catalog.service(&service);
-        let team = entry
-            .and_then(|s| s.team.clone())
-            .or_else(|| g.teams.iter().next().cloned());
-        let runbook_url = entry
-            .and_then(|s| s.runbook_url.clone())
-            .or_else(|| g.runbook_urls.iter().next().cloned());
-        let repository = entry.and_then(|s| s.repos.first().cloned());
-        let argo_app = entry.and_then(|s| s.argo_apps.first().cloned());
+        let argo_app = entry.and_then(|s| s.argo_apps.first());
         let root = incident
             .root_cause_event_id
             .and_then(|id| self.changes.changes.get(&id));
@@ -715,85 +779,90 @@ impl IncidentEnricher {
         {
             return text.clone();
         }
-        let change = root.as_ref().map(|c| {
-            let attr = |k: &str| c.attributes.get(k).cloned();
-            let human = attr("actor_type").as_deref() == Some("human");
-            let mut change = json!({
-                "source": c.source,
-                "kind": c.kind.as_str(),
-                "summary": c.summary,
-                "actor": attr("creator").or_else(|| attr("user")).or_else(|| attr("actor")),
-            });
-            if c.revision.is_some() {
-                change["revision"] = json!({"from": c.previous_revision, "to": c.revision});
-            }
-            if c.image.is_some() {
-                change["image"] = json!({"from": c.previous_image, "to": c.image});
-            }
-            let changed: BTreeMap<&str, &String> = c
-                .attributes
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix("change.").map(|k| (k, v)))
-                .collect();
-            if !changed.is_empty() {
-                change["set"] = json!(changed);
-            }
-            if let Some(params) = attr("request_parameters") {
-                change["request_parameters"] =
-                    serde_json::from_str(&params).unwrap_or(serde_json::Value::String(params));
-            }
+        let change = root.as_deref().map(|c| {
+            let attr = |k: &str| c.attributes.get(k).map(String::as_str);
+            let human = attr("actor_type") == Some("human");
             // Production is what runs: a human changing a workload that Git
             // declares (Argo CD) leaves it drifted until Git catches up.
             let drift =
                 g.argocd_out_of_sync || (human && c.source == "k8s_audit" && argo_app.is_some());
-            change["drift"] = json!(drift);
-            change
+            ChangeDoc {
+                actor: attr("creator")
+                    .or_else(|| attr("user"))
+                    .or_else(|| attr("actor")),
+                drift,
+                image: c.image.is_some().then(|| FromTo {
+                    from: c.previous_image.as_deref(),
+                    to: c.image.as_deref(),
+                }),
+                kind: c.kind.as_str(),
+                request_parameters: attr("request_parameters").map(|params| {
+                    serde_json::from_str(params)
+                        .unwrap_or_else(|_| serde_json::Value::String(params.to_owned()))
+                }),
+                revision: c.revision.is_some().then(|| FromTo {
+                    from: c.previous_revision.as_deref(),
+                    to: c.revision.as_deref(),
+                }),
+                set: c
+                    .attributes
+                    .iter()
+                    .filter_map(|(k, v)| k.strip_prefix("change.").map(|k| (k, v.as_str())))
+                    .collect(),
+                source: &c.source,
+                summary: &c.summary,
+            }
         });
-        let evidence = root.as_ref().and_then(|c| {
-            ["commit_url", "target_url", "app_url"]
-                .iter()
-                .find_map(|k| c.attributes.get(*k).cloned())
-        });
-        let similar: Vec<serde_json::Value> = key
-            .similar
-            .iter()
-            .map(|p| {
-                json!({
-                    "incident_id": p.incident_id,
-                    "rule_id": p.rule_id,
-                    "title": p.title,
-                    "opened_at": p.opened_at.to_rfc3339(),
-                    "resolved_at": p.resolved_at.map(|t| t.to_rfc3339()),
-                    "time_to_resolve_seconds": p.resolved_at
-                        .map(|r| (r.as_micros() - p.opened_at.as_micros()) / 1_000_000),
-                    "actions": p.actions,
-                })
-            })
-            .collect();
-        let value = json!({
-            "service": service,
-            "owner": {
-                "team": team,
-                "oncall": entry.and_then(|s| s.oncall.clone()),
-                "repository": repository,
-                "runbook_url": runbook_url,
-            },
-            "change": change,
-            "cost": self.cost_impact(&service, &g),
-            "alerts": g.alertnames,
-            "links": {
-                "alerts": g.generator_urls,
-                "alertmanager": g.external_url,
-                "argocd": argo_app.as_ref().and(root.as_ref().and_then(|c| c.attributes.get("app_url").cloned())),
-                "change": evidence,
-                "sql": format!(
+        let root_attr = |k: &str| {
+            root.as_deref()
+                .and_then(|c| c.attributes.get(k))
+                .map(String::as_str)
+        };
+        let doc = EnrichmentDoc {
+            alerts: &g.alertnames,
+            change,
+            cost: self.cost_impact(&service, &g),
+            links: LinksDoc {
+                alertmanager: g.external_url.as_deref(),
+                alerts: &g.generator_urls,
+                argocd: argo_app.and(root_attr("app_url")),
+                change: ["commit_url", "target_url", "app_url"]
+                    .iter()
+                    .find_map(|k| root_attr(k)),
+                sql: format!(
                     "causeway sql \"SELECT role, linked_by, lag_seconds, event_id FROM incident_events WHERE incident_id = '{}' ORDER BY time\"",
                     incident.incident_id
                 ),
             },
-            "similar": similar,
-        });
-        let text: Arc<str> = value.to_string().into();
+            owner: OwnerDoc {
+                oncall: entry.and_then(|s| s.oncall.as_deref()),
+                repository: entry.and_then(|s| s.repos.first()).map(String::as_str),
+                runbook_url: entry
+                    .and_then(|s| s.runbook_url.as_deref())
+                    .or_else(|| g.runbook_urls.iter().next().map(String::as_str)),
+                team: entry
+                    .and_then(|s| s.team.as_deref())
+                    .or_else(|| g.teams.iter().next().map(String::as_str)),
+            },
+            service: &service,
+            similar: key
+                .similar
+                .iter()
+                .map(|p| SimilarDoc {
+                    actions: &p.actions,
+                    incident_id: &p.incident_id,
+                    opened_at: p.opened_at.to_rfc3339(),
+                    resolved_at: p.resolved_at.map(|t| t.to_rfc3339()),
+                    rule_id: &p.rule_id,
+                    time_to_resolve_seconds: p
+                        .resolved_at
+                        .map(|r| (r.as_micros() - p.opened_at.as_micros()) / 1_000_000),
+                    title: &p.title,
+                })
+                .collect(),
+        };
+        // Writing owned strings and maps into a String cannot fail.
+        let text: Arc<str> = serde_json::to_string(&doc).unwrap_or_default().into();
         g.last = Some((key, text.clone()));
         text
     }
@@ -981,6 +1050,65 @@ mod tests {
         // A later version with no new edges keeps what the first gathered.
         let again = enricher.enrichment(&inc, &[]);
         assert_eq!(again["links"]["alerts"], e["links"]["alerts"]);
+        assert_written_as_a_json_value_would_be(&enricher.enrichment_text(&inc, &[]));
+    }
+
+    #[test]
+    fn every_field_of_an_enrichment_is_written_in_the_order_of_a_json_value() {
+        let names = std::collections::BTreeSet::from(["HighLatency".to_owned()]);
+        let actions = ["rollback: approved".to_owned()];
+        let from_to = || {
+            Some(FromTo {
+                from: Some("a"),
+                to: Some("b"),
+            })
+        };
+        let doc = EnrichmentDoc {
+            alerts: &names,
+            change: Some(ChangeDoc {
+                actor: Some("alice"),
+                drift: true,
+                image: from_to(),
+                kind: "deploy",
+                request_parameters: Some(serde_json::json!({"b": 1, "a": 2})),
+                revision: from_to(),
+                set: BTreeMap::from([("replicas", "3"), ("image", "x")]),
+                source: "github",
+                summary: "deploy",
+            }),
+            cost: serde_json::json!({"rows": 1, "during": 2.5}),
+            links: LinksDoc {
+                alertmanager: Some("http://am"),
+                alerts: &names,
+                argocd: Some("http://argo"),
+                change: Some("http://git"),
+                sql: "causeway sql".into(),
+            },
+            owner: OwnerDoc {
+                oncall: Some("#oncall"),
+                repository: Some("acme/x"),
+                runbook_url: Some("http://rb"),
+                team: Some("team"),
+            },
+            service: "checkout",
+            similar: vec![SimilarDoc {
+                actions: &actions,
+                incident_id: "inc_0",
+                opened_at: "2024-05-01T10:00:00Z".into(),
+                resolved_at: Some("2024-05-01T11:00:00Z".into()),
+                rule_id: "alert-group",
+                time_to_resolve_seconds: Some(3600),
+                title: "earlier",
+            }],
+        };
+        assert_written_as_a_json_value_would_be(&serde_json::to_string(&doc).expect("JSON"));
+    }
+
+    /// The text has its keys in the order a `serde_json::Value` writes them (sorted),
+    /// as enrichments did when they were built as one.
+    fn assert_written_as_a_json_value_would_be(text: &str) {
+        let value: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        assert_eq!(value.to_string(), text);
     }
 
     #[test]
@@ -1100,6 +1228,7 @@ mod tests {
         });
         inc.version = 4;
         let with_similar = enricher.enrichment_text(&inc, &[]);
+        assert_written_as_a_json_value_would_be(&with_similar);
         let v: serde_json::Value = serde_json::from_str(&with_similar).expect("json");
         assert_eq!(v["similar"][0]["incident_id"], "inc_0");
     }

@@ -5,6 +5,7 @@
 //! is a CloudEvents 1.0 JSON document: Causeway's own fields are extension
 //! attributes, and the decoded summary, attributes and original payload are `data`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -198,15 +199,15 @@ impl Event {
             specversion: "1.0".into(),
             id: self.id.clone(),
             source: self.source.clone(),
-            ty: format!("dev.causeway.{}", self.kind.as_str()),
-            time: self.time.to_rfc3339(),
+            ty: format!("dev.causeway.{}", self.kind.as_str()).into(),
+            time: self.time.to_rfc3339().into(),
             subject: Some(self.entity.clone()),
             datacontenttype: Some("application/json".into()),
             sourceeventid: self.source_event_id.clone(),
             scope: self.scope.clone(),
             severity: Some(self.severity),
             status: Some(self.status.clone()),
-            ingestedat: Some(self.ingested_at.to_rfc3339()),
+            ingestedat: Some(self.ingested_at.to_rfc3339().into()),
             data: Some(CloudEventData {
                 summary: Some(self.summary.clone()),
                 attributes: self.attributes.clone(),
@@ -230,13 +231,13 @@ impl Event {
                 reason: "a CloudEvent must be a JSON object".into(),
             });
         }
-        let doc: CloudEvent = serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
+        let doc: CloudEvent<'_> = serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
             reason: format!("not a CloudEvents JSON document: {e}"),
         })?;
         Event::from_cloudevent(doc, ingested_at)
     }
 
-    fn from_cloudevent(doc: CloudEvent, ingested_at: ProcessingTime) -> Result<Event> {
+    fn from_cloudevent(doc: CloudEvent<'_>, ingested_at: ProcessingTime) -> Result<Event> {
         if doc.specversion != "1.0" {
             return Err(Error::InvalidEvent {
                 reason: format!("unsupported specversion {:?}", doc.specversion),
@@ -303,19 +304,23 @@ impl Event {
     }
 }
 
+/// A CloudEvent as written and read. The fields only checked or parsed on the
+/// way in borrow from the document (no allocation per event for them).
 #[derive(Debug, Serialize, Deserialize)]
-struct CloudEvent {
-    specversion: String,
+struct CloudEvent<'a> {
+    #[serde(borrow)]
+    specversion: Cow<'a, str>,
     #[serde(default)]
     id: String,
     source: String,
-    #[serde(rename = "type")]
-    ty: String,
-    time: String,
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subject: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    datacontenttype: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    datacontenttype: Option<Cow<'a, str>>,
     #[serde(default)]
     sourceeventid: String,
     #[serde(default)]
@@ -324,8 +329,8 @@ struct CloudEvent {
     severity: Option<Severity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ingestedat: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    ingestedat: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     data: Option<CloudEventData>,
 }

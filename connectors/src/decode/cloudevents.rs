@@ -17,26 +17,39 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
         source_name: SOURCE,
         reason: "body is not UTF-8".into(),
     })?;
-    let docs: Vec<&RawValue> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(text).map_err(|e| Error::Malformed {
-            source_name: SOURCE,
-            reason: format!("not a CloudEvents batch: {e}"),
-        })?
-    } else {
-        vec![serde_json::from_str(text).map_err(|e| Error::Malformed {
-            source_name: SOURCE,
-            reason: format!("not JSON: {e}"),
-        })?]
-    };
+    if !text.trim_start().starts_with('[') {
+        // One document is parsed once, as the event; only a failure is parsed
+        // again, to tell a body that is not JSON (400) from JSON that is not a
+        // CloudEvent (422). Every JSON-lines import line comes through here.
+        return match Event::from_cloudevent_json(text, cx.received_at) {
+            Ok(event) => Ok(vec![event]),
+            Err(e) => Err(match serde_json::from_str::<&RawValue>(text) {
+                Err(json) => Error::Malformed {
+                    source_name: SOURCE,
+                    reason: format!("not JSON: {json}"),
+                },
+                Ok(_) => unsupported(0, &e),
+            }),
+        };
+    }
+    let docs: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| Error::Malformed {
+        source_name: SOURCE,
+        reason: format!("not a CloudEvents batch: {e}"),
+    })?;
     docs.iter()
         .enumerate()
         .map(|(i, doc)| {
-            Event::from_cloudevent_json(doc.get(), cx.received_at).map_err(|e| Error::Unsupported {
-                source_name: SOURCE,
-                reason: format!("[{i}]: {e}"),
-            })
+            Event::from_cloudevent_json(doc.get(), cx.received_at).map_err(|e| unsupported(i, &e))
         })
         .collect()
+}
+
+/// The error of a batch's `i`-th document that is JSON but not a CloudEvent.
+fn unsupported(i: usize, e: &causeway_rules::Error) -> Error {
+    Error::Unsupported {
+        source_name: SOURCE,
+        reason: format!("[{i}]: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +78,26 @@ mod tests {
         );
         assert!(decode(bad.as_bytes(), &cx).is_err());
         assert!(decode(b"[1]", &cx).is_err());
+        // One document: not JSON is malformed, JSON that is not a CloudEvent is
+        // unsupported, as in a batch.
+        for body in ["{\"specversion\":", "not json", ""] {
+            let err = decode(body.as_bytes(), &cx).expect_err(body);
+            assert!(matches!(err, Error::Malformed { .. }), "{body}: {err}");
+            assert!(err.to_string().contains("not JSON"), "{err}");
+        }
+        for body in [
+            one.replace("dev.causeway.deploy", "com.other"),
+            "{}".into(),
+            "7".into(),
+        ] {
+            let err = decode(body.as_bytes(), &cx).expect_err(&body);
+            assert!(matches!(err, Error::Unsupported { .. }), "{body}: {err}");
+            assert!(err.to_string().contains("[0]: "), "{err}");
+        }
+        let spaced = format!("  {one}\n");
+        assert_eq!(
+            decode(spaced.as_bytes(), &cx).expect("spaced")[0].id,
+            events[0].id
+        );
     }
 }
