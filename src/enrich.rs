@@ -791,7 +791,7 @@ impl IncidentEnricher {
                     .or_else(|| attr("user"))
                     .or_else(|| attr("actor")),
                 drift,
-                image: c.image.is_some().then(|| FromTo {
+                image: c.image.is_some().then_some(FromTo {
                     from: c.previous_image.as_deref(),
                     to: c.image.as_deref(),
                 }),
@@ -800,7 +800,7 @@ impl IncidentEnricher {
                     serde_json::from_str(params)
                         .unwrap_or_else(|_| serde_json::Value::String(params.to_owned()))
                 }),
-                revision: c.revision.is_some().then(|| FromTo {
+                revision: c.revision.is_some().then_some(FromTo {
                     from: c.previous_revision.as_deref(),
                     to: c.revision.as_deref(),
                 }),
