@@ -759,9 +759,6 @@ impl IncidentEnricher {
                 g.argocd_out_of_sync = true;
             }
         }
-        let service = self.catalog.service_of(&incident.entity);
-        let entry = self.catalog.service(&service);
-        let argo_app = entry.and_then(|s| s.argo_apps.first());
         let root = incident
             .root_cause_event_id
             .and_then(|id| self.changes.changes.get(&id));
@@ -779,6 +776,9 @@ impl IncidentEnricher {
         {
             return text.clone();
         }
+        let service = self.catalog.service_of(&incident.entity);
+        let entry = self.catalog.service(&service);
+        let argo_app = entry.and_then(|s| s.argo_apps.first());
         let change = root.as_deref().map(|c| {
             let attr = |k: &str| c.attributes.get(k).map(String::as_str);
             let human = attr("actor_type") == Some("human");

@@ -394,35 +394,44 @@ pub fn edges_per_version<'a>(
     edges: &'a [IncidentEdge],
     marks: &[usize],
 ) -> Vec<Vec<&'a IncidentEdge>> {
-    let mut by_incident: std::collections::HashMap<&str, Vec<(usize, &IncidentEdge)>> =
-        std::collections::HashMap::new();
-    for (i, e) in edges.iter().enumerate() {
-        by_incident.entry(&*e.incident_id).or_default().push((i, e));
+    /// One incident's edges here (with their positions), how many of them
+    /// earlier versions took, and the index of its last version.
+    #[derive(Default)]
+    struct Of<'a> {
+        edges: Vec<(usize, &'a IncidentEdge)>,
+        taken: usize,
+        last: usize,
     }
-    let mut last_version: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // FxHash: this runs for every output, over ids made here.
+    let mut by_incident: rustc_hash::FxHashMap<&str, Of<'a>> = rustc_hash::FxHashMap::default();
+    by_incident.reserve(incidents.len());
     for (k, v) in incidents.iter().enumerate() {
-        last_version.insert(&*v.incident_id, k);
+        by_incident.entry(&*v.incident_id).or_default().last = k;
     }
-    let mut taken: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, e) in edges.iter().enumerate() {
+        // Edges of an incident with no version here go with none.
+        if let Some(of) = by_incident.get_mut(&*e.incident_id) {
+            of.edges.push((i, e));
+        }
+    }
     incidents
         .iter()
         .enumerate()
         .map(|(k, v)| {
-            let id = &*v.incident_id;
-            let Some(list) = by_incident.get(id) else {
+            let Some(of) = by_incident.get_mut(&*v.incident_id) else {
                 return Vec::new();
             };
             let Some(&mark) = marks.get(k) else {
-                return list.iter().map(|(_, e)| *e).collect();
+                return of.edges.iter().map(|(_, e)| *e).collect();
             };
-            let from = taken.get(id).copied().unwrap_or(0);
-            let to = if last_version.get(id) == Some(&k) {
-                list.len()
+            let from = of.taken;
+            let to = if of.last == k {
+                of.edges.len()
             } else {
-                from + list[from..].partition_point(|(i, _)| *i < mark)
+                from + of.edges[from..].partition_point(|(i, _)| *i < mark)
             };
-            taken.insert(id, to);
-            list[from..to].iter().map(|(_, e)| *e).collect()
+            of.taken = to;
+            of.edges[from..to].iter().map(|(_, e)| *e).collect()
         })
         .collect()
 }
