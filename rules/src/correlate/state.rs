@@ -654,6 +654,14 @@ impl Correlator {
         }
     }
 
+    /// The rule ids and versions a snapshot is made with (and must match).
+    fn rule_versions(&self) -> Vec<(String, u32)> {
+        self.rules
+            .iter()
+            .map(|r| (r.id.to_string(), r.version))
+            .collect()
+    }
+
     /// Serializes the whole state for a checkpoint (compact binary).
     pub fn snapshot(&self) -> Result<Vec<u8>> {
         let invalid = |e: postcard::Error| Error::InvalidState {
@@ -667,11 +675,7 @@ impl Correlator {
         let size = postcard::experimental::serialized_size(&self.state).map_err(invalid)?;
         let head = SnapshotHead {
             version: SNAPSHOT_VERSION,
-            rules: self
-                .rules
-                .iter()
-                .map(|r| (r.id.to_string(), r.version))
-                .collect(),
+            rules: self.rule_versions(),
         };
         let head_size = postcard::experimental::serialized_size(&head).map_err(invalid)?;
         let mut out = Vec::with_capacity(head_size + 10 + size);
@@ -688,11 +692,7 @@ impl Correlator {
         let state = postcard::to_allocvec(&self.state).expect("state encodes");
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
-            rules: self
-                .rules
-                .iter()
-                .map(|r| (r.id.to_string(), r.version))
-                .collect(),
+            rules: self.rule_versions(),
             state: state.into(),
         };
         postcard::to_allocvec(&snap).expect("snapshot encodes")
@@ -709,11 +709,7 @@ impl Correlator {
                 snap.version
             )));
         }
-        let ours: Vec<(String, u32)> = self
-            .rules
-            .iter()
-            .map(|r| (r.id.to_string(), r.version))
-            .collect();
+        let ours = self.rule_versions();
         if snap.rules != ours {
             return Err(Error::RulesChanged {
                 saved: snap
