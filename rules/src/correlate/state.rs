@@ -678,6 +678,7 @@ impl Correlator {
             rules: self.rule_versions(),
         };
         let head_size = postcard::experimental::serialized_size(&head).map_err(invalid)?;
+        // 10: the longest varint a length can take.
         let mut out = Vec::with_capacity(head_size + 10 + size);
         out = postcard::to_extend(&head, out).map_err(invalid)?;
         // `serde_bytes` writes a length as a varint, as postcard writes a `usize`.
