@@ -375,10 +375,23 @@ async fn engine_loop(
         // Read before the poll: everything was appended before it was set, so a
         // read that is not cut at its limit has reached the end of the input.
         let input_ended = l.input_ended.load(Ordering::SeqCst);
-        let records = tokio::select! {
+        let mut records = tokio::select! {
             _ = l.cancel.cancelled() => break,
             r = consumer.poll(POLL_MAX, poll_wait(more)) => r.context("reading the event log")?,
         };
+        if lingers(records.len(), more, input_ended) {
+            // A few records just arrived while others are on their way: gather them
+            // into one batch, as a producer's `linger.ms` does.
+            tokio::select! {
+                _ = l.cancel.cancelled() => {}
+                _ = tokio::time::sleep(LINGER) => {}
+            }
+            let rest = consumer
+                .poll(POLL_MAX - records.len(), Duration::ZERO)
+                .await
+                .context("reading the event log")?;
+            records.extend(rest);
+        }
         let now = ProcessingTime::now();
         let records = positioned(records);
         let behind = records.len() >= POLL_MAX;
@@ -438,6 +451,24 @@ fn commit_failed(l: &EngineLoop, error: &causeway_engine::Error) {
 
 /// Most records one read of the log returns; a full read means more is waiting.
 pub(crate) const POLL_MAX: usize = 4096;
+
+/// How long the engine waits for more records after a small read of a live log.
+/// Each engine batch has a fixed cost (predicates over the rule pack, a watermark
+/// step, enrichment and history rows per batch), so a receiver answering one alert
+/// per request would otherwise be correlated a few dozen events at a time. Five
+/// milliseconds is librdkafka's default `linger.ms`; it is far below the watermark
+/// delays that hold incidents back anyway.
+pub(crate) const LINGER: Duration = Duration::from_millis(5);
+
+/// A read this small gathers more for [`LINGER`] first.
+const LINGER_BELOW: usize = 512;
+
+/// Whether a read of `n` records waits [`LINGER`] for more: only a small,
+/// non-empty read of a live log (not while the watermark is releasing what it
+/// holds, and not once a file import's input has ended).
+fn lingers(n: usize, more: bool, input_ended: bool) -> bool {
+    n > 0 && n < LINGER_BELOW && !more && !input_ended
+}
 
 /// How long a read of the log waits for records: not at all while the engine's
 /// watermark still has buffered events to release (see `Engine::tick`).
@@ -508,4 +539,24 @@ pub(crate) fn positioned(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_small_read_of_a_live_log_lingers() {
+        assert!(lingers(1, false, false));
+        assert!(lingers(LINGER_BELOW - 1, false, false));
+        // Nothing arrived: the next poll waits for the first record anyway.
+        assert!(!lingers(0, false, false));
+        // Enough for a batch, or the log is behind.
+        assert!(!lingers(LINGER_BELOW, false, false));
+        assert!(!lingers(POLL_MAX, false, false));
+        // The watermark is releasing buffered events: keep going without waiting.
+        assert!(!lingers(1, true, false));
+        // A file import's input has ended: its last records are not waited on.
+        assert!(!lingers(1, false, true));
+    }
 }
