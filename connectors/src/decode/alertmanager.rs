@@ -81,7 +81,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     }
     let mut events = Vec::with_capacity(hook.alerts.len());
     for (i, raw) in hook.alerts.iter().enumerate() {
-        super::expect_object(SOURCE, &format!("alerts[{i}]"), raw.get().as_bytes())?;
+        super::expect_object(SOURCE, format_args!("alerts[{i}]"), raw.get().as_bytes())?;
         let mut alert: Alert =
             serde_json::from_str(raw.get()).map_err(|e| malformed(format!("alerts[{i}]: {e}")))?;
         if alert.status.is_empty() {
@@ -116,7 +116,7 @@ pub fn decode_api_v2(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> 
         .map_err(|e| malformed(format!("not a PostableAlert array: {e}")))?;
     let mut events = Vec::with_capacity(alerts.len());
     for (i, raw) in alerts.iter().enumerate() {
-        super::expect_object(SOURCE, &format!("[{i}]"), raw.get().as_bytes())?;
+        super::expect_object(SOURCE, format_args!("[{i}]"), raw.get().as_bytes())?;
         let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get())
             .map_err(|e| malformed(format!("[{i}]: not an object: {e}")))?;
         let ends = value
@@ -208,9 +208,15 @@ fn alert_event(
         .or_else(|| alert.annotations.get("description"))
         .cloned()
         .unwrap_or_else(|| format!("{alertname} on {entity}"));
-    let mut attributes = alert.labels.clone();
-    for (k, v) in &alert.annotations {
-        attributes.insert(format!("annotation.{k}"), v.clone());
+    let severity = alert
+        .labels
+        .get("severity")
+        .map(|s| Severity::from_label(s))
+        .unwrap_or(Severity::Warning);
+    // Everything read from the labels is read: they become the attributes.
+    let mut attributes = alert.labels;
+    for (k, v) in alert.annotations {
+        attributes.insert(format!("annotation.{k}"), v);
     }
     attributes.insert("fingerprint".into(), fingerprint);
     attributes.insert("starts_at".into(), starts_at.to_rfc3339());
@@ -238,11 +244,7 @@ fn alert_event(
         ingested_at: cx.received_at,
         scope,
         entity,
-        severity: alert
-            .labels
-            .get("severity")
-            .map(|s| Severity::from_label(s))
-            .unwrap_or(Severity::Warning),
+        severity,
         status: alert.status,
         summary,
         attributes,

@@ -96,7 +96,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
         .iter()
         .enumerate()
         .map(|(i, raw)| {
-            super::expect_object(SOURCE, &format!("Records[{i}]"), raw.get().as_bytes())?;
+            super::expect_object(SOURCE, format_args!("Records[{i}]"), raw.get().as_bytes())?;
             let rec: Record = serde_json::from_str(raw.get())
                 .map_err(|e| malformed(format!("Records[{i}]: {e}")))?;
             record_event(rec, raw.get(), cx).map_err(|e| e.at(&format!("Records[{i}]")))

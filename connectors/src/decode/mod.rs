@@ -44,7 +44,7 @@ mod fuzz_tests;
 /// formats are objects, so anything else is refused before it reaches serde.
 pub(crate) fn expect_object(
     source_name: &'static str,
-    what: &str,
+    what: impl std::fmt::Display,
     json: &[u8],
 ) -> crate::Result<()> {
     match json.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -109,7 +109,7 @@ pub(crate) fn kube_items<'a>(
         )));
     };
     for (i, item) in items.iter().enumerate() {
-        expect_object(source_name, &format!("items[{i}]"), item.as_bytes())?;
+        expect_object(source_name, format_args!("items[{i}]"), item.as_bytes())?;
     }
     Ok(items)
 }
