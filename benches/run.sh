@@ -26,7 +26,6 @@ if [[ "$what" == all || "$what" == criterion ]]; then
     tee "target/criterion-$(date -u +%Y%m%dT%H%M).log"
 fi
 if [[ "$what" == all || "$what" == load ]]; then
-  deploy/dev/kafka.sh up >/dev/null
   target/release/causeway-load --report "$out" all
 fi
 if [[ "$what" == all || "$what" == instructions ]]; then

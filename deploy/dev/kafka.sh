@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Kafka-protocol broker for development, tests and CI: tansu (crates.io), one
-# process, SQLite storage under $CAUSEWAY_KAFKA_DIR. Apache Kafka itself needs a JVM
+# process, SQLite storage under $CAUSEWAY_KAFKA_DIR (or in memory, see below). Apache Kafka itself needs a JVM
 # distribution that no package registry here carries; tansu speaks the protocol
 # (idempotent producer, consumer groups, offset commits) and builds with cargo.
 #
@@ -11,11 +11,19 @@
 #   deploy/dev/kafka.sh status    exit 0 when it answers
 #
 # Environment: CAUSEWAY_KAFKA_PORT (default 19092), CAUSEWAY_KAFKA_DIR
-# (default ${TMPDIR:-/tmp}/causeway-kafka-$PORT).
+# (default ${TMPDIR:-/tmp}/causeway-kafka-$PORT), CAUSEWAY_KAFKA_STORAGE: `sqlite`
+# (default; data kept across `down`/`up`) or `memory` (nothing kept; the load
+# harness uses it: tansu 0.6's SQLite storage panics under a 10 k events/s stream
+# on two shared cores, in `idempotent_message_check` after a produce retry).
 set -euo pipefail
 
 PORT="${CAUSEWAY_KAFKA_PORT:-19092}"
 DIR="${CAUSEWAY_KAFKA_DIR:-${TMPDIR:-/tmp}/causeway-kafka-$PORT}"
+case "${CAUSEWAY_KAFKA_STORAGE:-sqlite}" in
+  sqlite) STORAGE="sqlite://tansu.db" ;;
+  memory) STORAGE="memory://tansu/" ;;
+  *) echo "kafka.sh: CAUSEWAY_KAFKA_STORAGE must be sqlite or memory" >&2; exit 64 ;;
+esac
 PIDFILE="$DIR/tansu.pid"
 TANSU_VERSION="0.6.0"
 
@@ -54,7 +62,7 @@ up() {
   (cd "$DIR" && exec nohup tansu broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    --storage-engine "sqlite://tansu.db" \
+    --storage-engine "$STORAGE" \
     >"$DIR/tansu.log" 2>&1) 9>&- &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do

@@ -73,7 +73,7 @@ enum Mode {
     Kafka {
         #[arg(long, default_value_t = 500_000)]
         events: usize,
-        /// Bootstrap servers; by default the project's broker (`deploy/dev/kafka.sh up`).
+        /// Bootstrap servers; by default a fresh in-memory tansu of the harness's own.
         #[arg(long)]
         brokers: Option<String>,
     },
@@ -83,6 +83,7 @@ enum Mode {
         rate: f64,
         #[arg(long, default_value_t = 120)]
         seconds: u64,
+        /// Bootstrap servers; by default a fresh in-memory tansu of the harness's own.
         #[arg(long)]
         brokers: Option<String>,
     },
@@ -93,6 +94,7 @@ enum Mode {
     },
     /// Every mode at its defaults.
     All {
+        /// Bootstrap servers; by default a fresh in-memory tansu of the harness's own.
         #[arg(long)]
         brokers: Option<String>,
     },
@@ -428,7 +430,8 @@ impl Harness {
 
     /// A topic filled before the engine starts; the engine drains it.
     async fn kafka(&self, n: usize, brokers: Option<String>) -> anyhow::Result<String> {
-        let brokers = broker(brokers)?;
+        let broker = Broker::start(brokers)?;
+        let brokers = broker.address.clone();
         let dir = scratch()?;
         let w = self.workload(n);
         let events = generate(&w);
@@ -474,8 +477,8 @@ impl Harness {
         let first = first_seen.unwrap_or(done);
         Ok(format!(
             "\n### kafka (pre-produced topic → engine)\n\n\
-             - Command: `deploy/dev/kafka.sh up && cargo run --release -p causeway-benches --bin causeway-load -- kafka --events {n}`\n\
-             - Broker: tansu (`deploy/dev/kafka.sh`, memory storage) on loopback, 4 partitions; the topic holds {n} CloudEvents produced by `causeway import events` before the engine starts\n\n\
+             - Command: `cargo run --release -p causeway-benches --bin causeway-load -- kafka --events {n}`\n\
+             - Broker: tansu (`deploy/dev/kafka.sh`, memory storage, started fresh for the run) on loopback, 4 partitions; the topic holds {n} CloudEvents produced by `causeway import events` before the engine starts\n\n\
              | figure | value |\n|---|---|\n\
              | produce (import, acks=all, idempotent) | {produced:.2} s ({prate:.0} events/s) |\n\
              | engine start → ready | {ready:.2} s |\n\
@@ -502,7 +505,8 @@ impl Harness {
         seconds: u64,
         brokers: Option<String>,
     ) -> anyhow::Result<String> {
-        let brokers = broker(brokers)?;
+        let broker = Broker::start(brokers)?;
+        let brokers = broker.address.clone();
         let dir = scratch()?;
         let n = (rate * seconds as f64) as usize;
         // Live density: `rate` events per second of event time, with problems and
@@ -717,7 +721,7 @@ impl Harness {
         let ms = |v: &[f64], q: f64| percentile(v, q) * 1e3;
         Ok(format!(
             "\n### latency (paced live stream over Kafka)\n\n\
-             - Command: `deploy/dev/kafka.sh up && cargo run --release -p causeway-benches --bin causeway-load -- latency --rate {rate} --seconds {seconds}`\n\
+             - Command: `cargo run --release -p causeway-benches --bin causeway-load -- latency --rate {rate} --seconds {seconds}`\n\
              - {n} events at {rate} events/s of event time = wall time, posted as CloudEvents batches to `/ingest/events` (each answered after the broker's acks=all), engine in the consumer group, incident versions read from `{prefix}.incidents` by a group-less reader; watermark: the built-in defaults ({watermark})\n\
              - *Window close* of an incident's first version = the moment the watermark can pass its newest event, computed from what the harness sent: every source that holds the watermark has sent an event at least its delay later, or has been silent for the idle timeout. Rules whose window is an absence or a day of cost (`{window_rules}`) are not counted ({excluded} incidents).\n\n\
              | figure | value |\n|---|---|\n\
@@ -1243,21 +1247,61 @@ fn kafka_yaml(brokers: &str, prefix: &str) -> String {
     )
 }
 
-/// The project's broker, started when needed.
-fn broker(given: Option<String>) -> anyhow::Result<String> {
-    if let Some(b) = given {
-        return Ok(b);
+/// Where the harness's own broker listens (the tests' broker is on 19092).
+const OWN_BROKER_PORT: &str = "19094";
+
+/// The broker a Kafka mode runs against: the one given, or a fresh tansu of the
+/// harness's own with in-memory storage (`deploy/dev/kafka.sh`,
+/// `CAUSEWAY_KAFKA_STORAGE=memory`), stopped when the mode ends. In memory because
+/// tansu 0.6's SQLite storage panics under the 10 k events/s stream, and fresh
+/// because memory storage keeps every message of every run (GBs of state saves).
+struct Broker {
+    address: String,
+    own: bool,
+}
+
+impl Broker {
+    fn start(given: Option<String>) -> anyhow::Result<Broker> {
+        if let Some(address) = given {
+            return Ok(Broker {
+                address,
+                own: false,
+            });
+        }
+        // A broker left over by an interrupted run holds its old messages.
+        own_broker("reset")?;
+        let out = own_broker("up")?;
+        Ok(Broker {
+            address: String::from_utf8_lossy(&out).trim().to_owned(),
+            own: true,
+        })
     }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.own
+            && let Err(e) = own_broker("down")
+        {
+            eprintln!("stopping the harness's broker: {e:#}");
+        }
+    }
+}
+
+/// Runs `deploy/dev/kafka.sh <command>` for the harness's own broker; its stdout.
+fn own_broker(command: &str) -> anyhow::Result<Vec<u8>> {
     let out = Command::new(format!("{ROOT}/deploy/dev/kafka.sh"))
-        .arg("up")
+        .arg(command)
+        .env("CAUSEWAY_KAFKA_PORT", OWN_BROKER_PORT)
+        .env("CAUSEWAY_KAFKA_STORAGE", "memory")
         .output()
-        .context("run deploy/dev/kafka.sh up")?;
+        .with_context(|| format!("run deploy/dev/kafka.sh {command}"))?;
     ensure!(
         out.status.success(),
-        "the broker did not start (deploy/dev/kafka.sh install): {}",
+        "deploy/dev/kafka.sh {command} failed (is tansu installed? deploy/dev/kafka.sh install): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(out.stdout)
 }
 
 /// Writes `causeway.yaml` under `dir`: the workload's catalog (JSON is YAML),
