@@ -48,6 +48,8 @@ pub(crate) struct Running {
     tasks: JoinSet<anyhow::Result<()>>,
     /// Set by [`Running::end_input`].
     input_ended: Arc<AtomicBool>,
+    /// Set by [`Running::batch_input`].
+    batch_input: Arc<AtomicBool>,
 }
 
 /// Shared by the API handlers.
@@ -124,6 +126,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
     let (own_events, own_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine_healthy = Arc::new(AtomicBool::new(true));
     let input_ended = Arc::new(AtomicBool::new(false));
+    let batch_input = Arc::new(AtomicBool::new(false));
     let (status_tx, status) = watch::channel(engine.status());
     let mut tasks = JoinSet::new();
 
@@ -144,6 +147,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
                     commit_interval: config.engine.commit_interval,
                     idle_timeout: config.engine.watermark.idle_timeout,
                     input_ended: input_ended.clone(),
+                    batch_input: batch_input.clone(),
                     retention: config.engine.history_retention,
                     cancel: cancel.clone(),
                     status: status_tx,
@@ -263,6 +267,7 @@ pub(crate) async fn start(loaded: &Loaded, listen: SocketAddr) -> anyhow::Result
         cancel,
         tasks,
         input_ended,
+        batch_input,
     })
 }
 
@@ -287,6 +292,12 @@ impl Running {
     /// is what the idle timeout would have released, only sooner.
     pub(crate) fn end_input(&self) {
         self.input_ended.store(true, Ordering::SeqCst);
+    }
+
+    /// Says that the log is being filled by a batch job (a file import), not by
+    /// live senders: the engine reads it as it comes, without [`LINGER`].
+    pub(crate) fn batch_input(&self) {
+        self.batch_input.store(true, Ordering::SeqCst);
     }
 
     /// The event log's write side, to append to it directly (file import).
@@ -349,6 +360,7 @@ struct EngineLoop {
     commit_interval: Duration,
     idle_timeout: Duration,
     input_ended: Arc<AtomicBool>,
+    batch_input: Arc<AtomicBool>,
     retention: Option<Duration>,
     cancel: CancellationToken,
     status: watch::Sender<EngineStatus>,
@@ -379,7 +391,8 @@ async fn engine_loop(
             _ = l.cancel.cancelled() => break,
             r = consumer.poll(POLL_MAX, poll_wait(more)) => r.context("reading the event log")?,
         };
-        if lingers(records.len(), more, input_ended) {
+        let live = !l.batch_input.load(Ordering::Relaxed);
+        if lingers(records.len(), more, live) {
             // A few records just arrived while others are on their way: gather them
             // into one batch, as a producer's `linger.ms` does.
             tokio::select! {
@@ -464,10 +477,10 @@ pub(crate) const LINGER: Duration = Duration::from_millis(5);
 const LINGER_BELOW: usize = 512;
 
 /// Whether a read of `n` records waits [`LINGER`] for more: only a small,
-/// non-empty read of a live log (not while the watermark is releasing what it
-/// holds, and not once a file import's input has ended).
-fn lingers(n: usize, more: bool, input_ended: bool) -> bool {
-    n > 0 && n < LINGER_BELOW && !more && !input_ended
+/// non-empty read of a `live` log (not a file import's), and not while the
+/// watermark is releasing what it holds.
+fn lingers(n: usize, more: bool, live: bool) -> bool {
+    n > 0 && n < LINGER_BELOW && !more && live
 }
 
 /// How long a read of the log waits for records: not at all while the engine's
@@ -547,16 +560,16 @@ mod tests {
 
     #[test]
     fn only_a_small_read_of_a_live_log_lingers() {
-        assert!(lingers(1, false, false));
-        assert!(lingers(LINGER_BELOW - 1, false, false));
+        assert!(lingers(1, false, true));
+        assert!(lingers(LINGER_BELOW - 1, false, true));
         // Nothing arrived: the next poll waits for the first record anyway.
-        assert!(!lingers(0, false, false));
+        assert!(!lingers(0, false, true));
         // Enough for a batch, or the log is behind.
-        assert!(!lingers(LINGER_BELOW, false, false));
-        assert!(!lingers(POLL_MAX, false, false));
+        assert!(!lingers(LINGER_BELOW, false, true));
+        assert!(!lingers(POLL_MAX, false, true));
         // The watermark is releasing buffered events: keep going without waiting.
-        assert!(!lingers(1, true, false));
-        // A file import's input has ended: its last records are not waited on.
-        assert!(!lingers(1, false, true));
+        assert!(!lingers(1, true, true));
+        // A file import reads its log as it is appended.
+        assert!(!lingers(1, false, false));
     }
 }

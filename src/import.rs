@@ -75,6 +75,7 @@ pub(crate) async fn run(
         return Ok(());
     }
     let mut running = app::start(&loaded, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    running.batch_input();
     let result = async {
         let log = running.event_log()?;
         let total = append_files(paths, format, catalog, cluster, log.as_ref()).await?;
