@@ -471,7 +471,7 @@ pub(crate) const POLL_MAX: usize = 4096;
 /// per request would otherwise be correlated a few dozen events at a time. Five
 /// milliseconds is librdkafka's default `linger.ms`; it is far below the watermark
 /// delays that hold incidents back anyway.
-pub(crate) const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(5);
 
 /// A read this small gathers more for [`LINGER`] first.
 const LINGER_BELOW: usize = 512;

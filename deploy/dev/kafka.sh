@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A Kafka-protocol broker for development, tests and CI: tansu (crates.io), one
-# process, SQLite storage under $CAUSEWAY_KAFKA_DIR (or in memory, see below). Apache Kafka itself needs a JVM
-# distribution that no package registry here carries; tansu speaks the protocol
-# (idempotent producer, consumer groups, offset commits) and builds with cargo.
+# process, SQLite storage under $CAUSEWAY_KAFKA_DIR (or in memory, see below).
+# Apache Kafka itself needs a JVM distribution that no package registry here
+# carries; tansu speaks the protocol (idempotent producer, consumer groups, offset
+# commits) and builds with cargo.
 #
 #   deploy/dev/kafka.sh install   build tansu once if it is not on PATH (~20 min cold)
 #   deploy/dev/kafka.sh up        start it (idempotent); prints the bootstrap address

@@ -213,7 +213,7 @@ fn alert_event(
         .get("severity")
         .map(|s| Severity::from_label(s))
         .unwrap_or(Severity::Warning);
-    // Everything read from the labels is read: they become the attributes.
+    // Nothing more is read from the labels: they become the attributes.
     let mut attributes = alert.labels;
     for (k, v) in alert.annotations {
         attributes.insert(format!("annotation.{k}"), v);
