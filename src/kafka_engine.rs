@@ -7,15 +7,21 @@
 //! Commit order, every `commit_interval`, on revoke and at shutdown:
 //! 1. wait for every queued incident version / late event to be acknowledged;
 //! 2. write the history (Parquet) and the local checkpoint;
-//! 3. save each partition's state, with its next offset, to the state topic;
+//! 3. save each partition's state, with its next offset, to the state topic
+//!    (in the loop, only every so often once the states are large:
+//!    `Core::states_due`; a crash reads again from the last saved state);
 //! 4. commit the group offsets once those saves are acknowledged.
 //!
-//! In the running loop the engine does not wait for step 3's acknowledgement:
-//! a partition's state grows with its buffered events (megabytes while a
-//! watermark holds tens of seconds of them), and waiting for the broker to take
-//! it stalled correlation for most of a second at every commit. The offsets are
-//! committed when a later turn of the loop finds the saves acknowledged; a failed
-//! save stops the engine as before. Revokes and shutdown wait.
+//! In the running loop the engine waits for neither step 2 nor step 3. The
+//! states are taken at step 1 with the history rows up to that point; the commit
+//! writer thread writes those rows while correlation goes on (a Parquet commit
+//! took 50–250 ms of the engine thread's every second at 10 k events/s), and the
+//! states are queued when a later turn of the loop finds them durable. Nor does
+//! it wait for the broker to acknowledge a state: a partition's state grows with
+//! its buffered events (megabytes while a watermark holds tens of seconds of
+//! them). The offsets are committed when a later turn finds the saves
+//! acknowledged; a failed write or save stops the engine as before. Revokes and
+//! shutdown wait for all of it.
 //!
 //! A crash anywhere in between replays from the last saved state and emits the same
 //! incident ids and versions again (at least once; consumers de-duplicate on
@@ -52,7 +58,23 @@ struct Core {
     /// A hash of the state last saved per partition: unchanged state is not
     /// written again.
     saved: HashMap<u32, u64>,
+    /// The checkpoint whose history is being written (step 2 in flight).
+    writing: Option<WrittenCheckpoint>,
+    /// Offsets whose states are queued but not yet acknowledged (step 3 in
+    /// flight); committed once they are.
+    unconfirmed: Option<BTreeMap<u32, u64>>,
+    /// When the states were last taken, and how long taking them took.
+    states_taken: Instant,
+    states_cost: Duration,
 }
+
+/// The engine thread's time that taking the states may use: they are taken at
+/// a checkpoint only once `STATE_COST_SHARE` times their last cost has passed.
+const STATE_COST_SHARE: u32 = 100;
+
+/// The longest time between two saves of the states, whatever they cost (Kafka
+/// Streams' default commit interval): what a crash may have to read again.
+const STATE_INTERVAL_MAX: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,51 +169,135 @@ impl Core {
         Ok(())
     }
 
-    /// Steps 1–3 of the commit order for `partitions`; returns their offsets.
-    /// With `wait`, the states are acknowledged on return; without, they are in
-    /// flight until `self.state.settle` says otherwise.
-    fn checkpoint(&mut self, partitions: &[u32], wait: bool) -> anyhow::Result<BTreeMap<u32, u64>> {
+    /// Step 1 and the start of step 2 for `partitions`: waits for the queued
+    /// output to be acknowledged, takes each partition's state at this point
+    /// (unless `with_states` is false), and hands the history rows up to it to
+    /// the commit writer. The states wait in [`Core::writing`] until that
+    /// history is durable.
+    fn begin_checkpoint(&mut self, partitions: &[u32], with_states: bool) -> anyhow::Result<()> {
+        // A checkpoint still being written goes first: states land in order.
+        self.queue_written(true)?;
         let t0 = Instant::now();
         self.sink.flush().context("emitting incidents")?;
         let t1 = Instant::now();
-        self.engine.commit().context("committing history")?;
-        let t2 = Instant::now();
-        let mut state_bytes = 0usize;
+        let mut states = Vec::new();
         let mut offsets = BTreeMap::new();
         let next = self.engine.next_offsets();
-        for p in partitions {
+        for p in partitions.iter().filter(|_| with_states) {
             if let Some(bytes) = self.engine.partition_checkpoint(*p)? {
-                let digest = {
-                    use std::hash::{Hash, Hasher};
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    bytes.hash(&mut h);
-                    h.finish()
-                };
-                if self.saved.get(p) != Some(&digest) {
-                    state_bytes += bytes.len();
-                    self.state
-                        .queue(*p, &bytes)
-                        .with_context(|| format!("saving partition {p} state"))?;
-                    self.saved.insert(*p, digest);
-                }
+                states.push((*p, bytes));
             }
             if let Some(o) = next.get(p) {
                 offsets.insert(*p, *o);
             }
         }
-        if wait {
-            self.state.settle(true).context("saving partition state")?;
+        let t2 = Instant::now();
+        if with_states {
+            self.states_taken = t2;
+            self.states_cost = t2 - t1;
         }
+        self.engine.start_commit().context("committing history")?;
         tracing::trace!(
             flush = ?(t1 - t0),
-            history = ?(t2 - t1),
-            state = ?t2.elapsed(),
-            state_bytes,
+            state = ?(t2 - t1),
+            history_start = ?t2.elapsed(),
+            state_bytes = states.iter().map(|(_, b)| b.len()).sum::<usize>(),
             "checkpoint"
         );
+        self.writing = Some(WrittenCheckpoint { states, offsets });
+        Ok(())
+    }
+
+    /// Whether a checkpoint in the loop takes the states: every
+    /// `commit_interval` while they are cheap; as they grow (a reorder buffer
+    /// holding tens of seconds of a busy stream is tens of megabytes, and the
+    /// engine correlates nothing while they are encoded) no more than a
+    /// hundredth of the engine's time, and at least every
+    /// [`STATE_INTERVAL_MAX`]. History is committed at every checkpoint anyway.
+    fn states_due(&self, commit_interval: Duration) -> bool {
+        let interval = (self.states_cost * STATE_COST_SHARE)
+            .clamp(commit_interval, STATE_INTERVAL_MAX.max(commit_interval));
+        self.states_taken.elapsed() >= interval
+    }
+
+    /// Step 3 once the history is durable (waiting for it with `wait`): queues
+    /// the states of the checkpoint being written (unchanged ones are not written
+    /// again); its offsets then wait in [`Core::unconfirmed`] for the acks.
+    fn queue_written(&mut self, wait: bool) -> anyhow::Result<()> {
+        if self.writing.is_none() {
+            return Ok(());
+        }
+        if wait {
+            self.engine.finish_commit().context("committing history")?;
+        } else {
+            self.engine.poll_commit().context("committing history")?;
+            if self.engine.commit_in_flight() {
+                return Ok(());
+            }
+        }
+        let Some(written) = self.writing.take() else {
+            return Ok(());
+        };
+        for (p, bytes) in &written.states {
+            let digest = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                h.finish()
+            };
+            if self.saved.get(p) != Some(&digest) {
+                self.state
+                    .queue(*p, bytes)
+                    .with_context(|| format!("saving partition {p} state"))?;
+                self.saved.insert(*p, digest);
+            }
+        }
+        self.unconfirmed
+            .get_or_insert_with(BTreeMap::new)
+            .extend(written.offsets);
+        Ok(())
+    }
+
+    /// Step 4's precondition: the offsets whose states are all acknowledged
+    /// (waiting for the acks with `wait`), for partitions still owned.
+    fn confirmed_offsets(&mut self, wait: bool) -> anyhow::Result<Option<BTreeMap<u32, u64>>> {
+        self.queue_written(wait)?;
+        if self.unconfirmed.is_none()
+            || !self.state.settle(wait).context("saving partition state")?
+        {
+            return Ok(None);
+        }
+        let owned = self.engine.owned_partitions();
+        Ok(self
+            .unconfirmed
+            .take()
+            .map(|o| o.into_iter().filter(|(p, _)| owned.contains(p)).collect()))
+    }
+
+    /// Steps 1–3 for `partitions`, waited for; returns their offsets (others
+    /// acknowledged meanwhile stay for the loop to commit).
+    fn checkpoint_now(&mut self, partitions: &[u32]) -> anyhow::Result<BTreeMap<u32, u64>> {
+        self.begin_checkpoint(partitions, true)?;
+        self.queue_written(true)?;
+        self.state.settle(true).context("saving partition state")?;
+        let mut offsets = BTreeMap::new();
+        if let Some(unconfirmed) = self.unconfirmed.as_mut() {
+            for p in partitions {
+                if let Some(o) = unconfirmed.remove(p) {
+                    offsets.insert(*p, o);
+                }
+            }
+        }
         self.status.send_replace(self.engine.status());
         Ok(offsets)
     }
+}
+
+/// A checkpoint whose history rows the commit writer is writing: the states and
+/// offsets taken with them, saved once those rows are durable.
+struct WrittenCheckpoint {
+    states: Vec<(u32, Vec<u8>)>,
+    offsets: BTreeMap<u32, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +349,7 @@ impl PartitionOwner for Owner {
             .filter(|p| held.contains(p))
             .collect();
         let offsets = core
-            .checkpoint(&owned, true)
+            .checkpoint_now(&owned)
             .map_err(|e| owner_error("save revoked partitions", e))?;
         for p in &owned {
             core.engine.revoke(*p);
@@ -283,6 +389,10 @@ impl KafkaEngine {
             own_events,
             status,
             saved: HashMap::new(),
+            writing: None,
+            unconfirmed: None,
+            states_taken: Instant::now(),
+            states_cost: Duration::ZERO,
         }));
         let consumer = GroupConsumer::subscribe(settings, Arc::new(Owner(core.clone())))?;
         Ok(KafkaEngine { core, consumer })
@@ -306,8 +416,6 @@ impl KafkaEngine {
         let mut last_maintenance = Instant::now();
         let mut clock = causeway_engine::LogClock::default();
         let mut more = false;
-        // Offsets of the last checkpoint, committed once its states are acknowledged.
-        let mut unconfirmed: Option<BTreeMap<u32, u64>> = None;
         while !cancel.is_cancelled() {
             if last_maintenance.elapsed() >= crate::app::MAINTENANCE_EVERY {
                 crate::app::maintain_history(&self.lock()?.engine, retention);
@@ -338,27 +446,19 @@ impl KafkaEngine {
             more = out.more;
             core.emit(&out)?;
             core.emit_actions(&out, now)?;
-            let mut commit = None;
             if core
                 .engine
                 .commit_due(last_commit.elapsed(), commit_interval)
             {
                 let owned = core.engine.owned_partitions();
+                let with_states = core.states_due(commit_interval);
                 // A failure here stops the engine: the offsets behind unacknowledged
                 // output must not be committed, and a restart replays from the last
                 // saved state.
-                unconfirmed = Some(core.checkpoint(&owned, false)?);
+                core.begin_checkpoint(&owned, with_states)?;
                 last_commit = Instant::now();
             }
-            if unconfirmed.is_some()
-                && core.state.settle(false).context("saving partition state")?
-            {
-                // Only partitions still ours: a revoke in between committed its own.
-                let owned = core.engine.owned_partitions();
-                commit = unconfirmed
-                    .take()
-                    .map(|o| o.into_iter().filter(|(p, _)| owned.contains(p)).collect());
-            }
+            let commit = core.confirmed_offsets(false)?;
             core.status.send_replace(core.engine.status());
             drop(core);
             if let Some(offsets) = commit {

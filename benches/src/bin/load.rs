@@ -541,12 +541,19 @@ impl Harness {
         let stop_tail = Arc::new(AtomicBool::new(false));
         // The engine keeps one watermark per partition of the events topic (keyed
         // by scope): the window-close model needs each scope's partition.
+        // It stops reading once it has seen every scope: a reader of the whole
+        // stream would take the broker's and the machine's time from the run.
         let events_tail = TopicTail::new(&settings, &settings.topics.events, true)?;
+        let scopes = events
+            .iter()
+            .map(|e| e.scope.as_str())
+            .collect::<HashSet<_>>()
+            .len();
         let partitions_task = {
             let stop = stop_tail.clone();
             std::thread::spawn(move || -> anyhow::Result<HashMap<String, u32>> {
                 let mut partitions = HashMap::new();
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && partitions.len() < scopes {
                     if let Some(m) = events_tail.poll(Duration::from_millis(50))? {
                         let scope = String::from_utf8_lossy(&m.key).into_owned();
                         partitions.insert(scope, m.partition);
@@ -589,16 +596,19 @@ impl Harness {
         for _ in 0..8 {
             let (client, rx, failed) = (client.clone(), rx.clone(), failed.clone());
             senders.spawn(async move {
+                // Queued → answered, per request.
+                let mut round_trips = Vec::new();
                 loop {
                     let next = rx.lock().await.recv().await;
-                    let Some((_, body)) = next else { break };
+                    let Some((queued, body)) = next else { break };
                     match client.post_json("/ingest/events", &[], body).await {
-                        Ok(r) if r.status == 200 => {}
+                        Ok(r) if r.status == 200 => round_trips.push(wall() - queued),
                         _ => {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
+                round_trips
             });
         }
         // (scope, source, wall seconds, event time) of each first send.
@@ -631,7 +641,11 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         drop(tx);
-        while senders.join_next().await.is_some() {}
+        let mut round_trips = Vec::new();
+        while let Some(sent) = senders.join_next().await {
+            round_trips.extend(sent?);
+        }
+        round_trips.sort_by(f64::total_cmp);
         let elapsed = start.elapsed();
         let cpu = instance.cpu_seconds() - cpu_before;
         // Idle sources release the watermark after `idle_timeout`; then wait for
@@ -726,6 +740,7 @@ impl Harness {
              - *Window close* of an incident's first version = the moment the watermark can pass its newest event, computed from what the harness sent: every source that holds the watermark has sent an event at least its delay later, or has been silent for the idle timeout. Rules whose window is an absence or a day of cost (`{window_rules}`) are not counted ({excluded} incidents).\n\n\
              | figure | value |\n|---|---|\n\
              | sustained ingest | **{eps:.0} events/s** over {secs:.1} s (sender at most {behind:.0} ms behind schedule) |\n\
+             | a batch queued by the harness → answered (acknowledged by the broker): p50 / p99 / max | {r50:.1} / {r99:.1} / {rmax:.1} ms |\n\
              | incidents opened and measured | {count} ({rules}) |\n\
              | past window close: p50 / p99 / max | **{p50:.1} / {p99:.1} / {max:.1} ms** |\n\
              | ingest → incident (newest event's arrival → version on the topic): p50 / p99 / max | {t50:.0} / {t99:.0} / {tmax:.0} ms |\n\
@@ -746,6 +761,9 @@ impl Harness {
             p50 = ms(&past_close, 0.5),
             p99 = ms(&past_close, 0.99),
             max = ms(&past_close, 1.0),
+            r50 = ms(&round_trips, 0.5),
+            r99 = ms(&round_trips, 0.99),
+            rmax = ms(&round_trips, 1.0),
             t50 = ms(&total, 0.5),
             t99 = ms(&total, 0.99),
             tmax = ms(&total, 1.0),
