@@ -114,7 +114,7 @@ pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     if args.json {
         for f in &replayed {
-            println!("{}", incident_json(f));
+            println!("{}", incident_json(f)?);
         }
     } else {
         let details = event_details(&events);
@@ -322,16 +322,18 @@ async fn read_stored(
 
 /// A replayed incident as JSON: the `causeway.incidents` message of its latest
 /// version, with its member events.
-fn incident_json(f: &FinalIncident) -> Value {
+fn incident_json(f: &FinalIncident) -> anyhow::Result<Value> {
     let edges: Vec<&causeway_rules::IncidentEdge> = f.edges.iter().collect();
-    let mut v = crate::kafka_engine::incident_message(&f.latest, &edges, None);
+    let mut v = serde_json::to_value(crate::kafka_engine::incident_message(
+        &f.latest, &edges, None,
+    ))?;
     v["members"] = json!(
         f.members()
             .iter()
             .map(|m| m.to_string())
             .collect::<Vec<_>>()
     );
-    v
+    Ok(v)
 }
 
 fn write_versions(path: &Path, out: &causeway_rules::Output) -> anyhow::Result<()> {
