@@ -579,7 +579,10 @@ mod tests {
         assert_eq!(text, value.to_string());
         assert_eq!(value["enrichment"]["deploy"]["sha"], "abc");
         assert_eq!(value["evidence"][0]["join_key"], "prod/checkout");
-        assert_eq!(value["evidence"][0]["cause_event_id"], value["root_cause_event_id"]);
+        assert_eq!(
+            value["evidence"][0]["cause_event_id"],
+            value["root_cause_event_id"]
+        );
         assert_eq!(value["merged_into"], "inc_0");
         assert_eq!(value["resolved_at"], Value::Null);
         assert_eq!(value["updated_at"], "1970-01-01T00:01:01Z");
