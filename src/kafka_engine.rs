@@ -294,9 +294,12 @@ impl Core {
                 self.saved.insert(*p, digest);
             }
         }
-        self.unconfirmed
-            .get_or_insert_with(BTreeMap::new)
-            .extend(written.offsets);
+        // A checkpoint without states has no offsets to commit.
+        if !written.offsets.is_empty() {
+            self.unconfirmed
+                .get_or_insert_with(BTreeMap::new)
+                .extend(written.offsets);
+        }
         Ok(())
     }
 

@@ -752,7 +752,7 @@ impl Harness {
              | a batch queued by the harness → answered (acknowledged by the broker): p50 / p99 / max | {r50:.1} / {r99:.1} / {rmax:.1} ms |\n\
              | incidents opened and measured | {count} ({rules}) |\n\
              | past window close: p50 / p99 / max | **{p50:.1} / {p99:.1} / {max:.1} ms** |\n\
-             | of which closed after the watermark's first hold (the first {warm:.0} s): count, p50 / p99 / max | {steady} incidents, {s50:.1} / {s99:.1} / {smax:.1} ms |\n\
+             | of which closed after the watermark's first hold (the first {warm:.0} s): count, p50 / p99 / max | {steady} |\n\
              | ingest → incident (newest event's arrival → version on the topic): p50 / p99 / max | {t50:.0} / {t99:.0} / {tmax:.0} ms |\n\
              | CPU of the process while streaming | {cpu:.1} s ({cores:.2} cores busy) |\n\
              | peak RSS | {rss:.0} MiB |\n\
@@ -772,10 +772,17 @@ impl Harness {
             p99 = ms(&past_close, 0.99),
             max = ms(&past_close, 1.0),
             warm = warm_up - t0,
-            steady = past_close_steady.len(),
-            s50 = ms(&past_close_steady, 0.5),
-            s99 = ms(&past_close_steady, 0.99),
-            smax = ms(&past_close_steady, 1.0),
+            steady = if past_close_steady.is_empty() {
+                "none".to_owned()
+            } else {
+                format!(
+                    "{} incidents, {:.1} / {:.1} / {:.1} ms",
+                    past_close_steady.len(),
+                    ms(&past_close_steady, 0.5),
+                    ms(&past_close_steady, 0.99),
+                    ms(&past_close_steady, 1.0)
+                )
+            },
             r50 = ms(&round_trips, 0.5),
             r99 = ms(&round_trips, 0.99),
             rmax = ms(&round_trips, 1.0),
