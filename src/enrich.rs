@@ -202,6 +202,18 @@ struct AlertFacts {
     external_url: Option<String>,
 }
 
+/// The labels of an alert that [`AlertFacts`] is made from.
+#[derive(Default)]
+struct AlertLabels<'a> {
+    alertname: Option<&'a str>,
+    team: Option<&'a str>,
+    owner: Option<&'a str>,
+    runbook_url: Option<&'a str>,
+    generator_url: Option<&'a str>,
+    app_url: Option<&'a str>,
+    external_url: Option<&'a str>,
+}
+
 /// What an incident gathered from its events so far.
 #[derive(Debug, Clone, Default)]
 struct Gathered {
@@ -413,7 +425,11 @@ impl SimilarIndex {
                     && p.opened_at == incident.opened_at
                     && p.resolved_at == incident.resolved_at
             });
-            if !unchanged {
+            // An entity with more live incidents of one rule than it keeps would
+            // otherwise insert and at once evict its oldest ones at every version.
+            let dropped_at_once =
+                known.is_none() && would_be_dropped(&list, &incident.rule_id, incident.opened_at);
+            if !unchanged && !dropped_at_once {
                 remember_in(
                     &mut list,
                     PastIncident {
@@ -456,6 +472,19 @@ fn remember_in(list: &mut Vec<PastIncident>, mut past: PastIncident) {
         list.remove(oldest);
     }
     list.truncate(PAST_PER_ENTITY);
+}
+
+/// Whether [`remember_in`] would evict a new incident of `rule` opened at
+/// `opened_at` as soon as it inserted it: the entity's list is full there, and
+/// the newcomer is the oldest of its rule or falls past the list's end.
+fn would_be_dropped(list: &[PastIncident], rule: &str, opened_at: EventTime) -> bool {
+    // Inserted after every incident opened at or after it (`remember_in`).
+    let at = list.partition_point(|p| p.opened_at >= opened_at);
+    if at >= PAST_PER_ENTITY {
+        return true;
+    }
+    let same_rule = list.iter().filter(|p| &*p.rule_id == rule).count();
+    same_rule >= PAST_PER_KEY && list[at..].iter().all(|p| &*p.rule_id != rule)
 }
 
 /// Up to `n` of `list` that opened before `incident`: its own rule first.
@@ -613,16 +642,32 @@ impl IncidentEnricher {
             let Some(id) = EventId::parse(&e.id) else {
                 continue;
             };
-            let label = |k: &str| e.attr(k).map(str::to_owned);
+            // One pass over the labels (an alert has a handful) instead of a map
+            // lookup per name: this runs for every alert.
+            let mut l = AlertLabels::default();
+            for (k, v) in &e.attributes {
+                let slot = match k.as_str() {
+                    "alertname" => &mut l.alertname,
+                    "team" => &mut l.team,
+                    "owner" => &mut l.owner,
+                    "annotation.runbook_url" => &mut l.runbook_url,
+                    "generator_url" => &mut l.generator_url,
+                    "app_url" => &mut l.app_url,
+                    "external_url" => &mut l.external_url,
+                    _ => continue,
+                };
+                *slot = Some(v.as_str());
+            }
+            let owned = |v: Option<&str>| v.map(str::to_owned);
             self.facts.insert(
                 id,
                 Arc::new(EventFacts::Alert(AlertFacts {
-                    alertname: label("alertname")
+                    alertname: owned(l.alertname)
                         .or_else(|| (e.source == "argocd").then(|| "ArgoCDOutOfSync".to_owned())),
-                    team: label("team").or_else(|| label("owner")),
-                    runbook_url: label("annotation.runbook_url"),
-                    generator_url: label("generator_url").or_else(|| label("app_url")),
-                    external_url: label("external_url"),
+                    team: owned(l.team.or(l.owner)),
+                    runbook_url: owned(l.runbook_url),
+                    generator_url: owned(l.generator_url.or(l.app_url)),
+                    external_url: owned(l.external_url),
                 })),
             );
         }
@@ -744,6 +789,7 @@ impl IncidentEnricher {
             let add = |set: &mut std::collections::BTreeSet<String>, v: &Option<String>| {
                 if let Some(v) = v
                     && set.len() < MAX_LISTED
+                    && !set.contains(v)
                 {
                     set.insert(v.clone());
                 }
@@ -1184,6 +1230,85 @@ mod tests {
             remember_in(&mut list, past(1000 + i, &format!("rule-{i}")));
         }
         assert_eq!(list.len(), PAST_PER_ENTITY);
+    }
+    proptest::proptest! {
+        /// The shortcut of `similar_then_remember` agrees with `remember_in`:
+        /// what it skips is exactly what `remember_in` would insert and drop.
+        #[test]
+        fn would_be_dropped_is_what_remember_in_drops(
+            inserts in proptest::collection::vec((0i64..60, 0usize..4), 0..120),
+            newcomer in (0i64..60, 0usize..4),
+        ) {
+            let rules = ["alert-group", "deploy-regression", "drift", "cost"];
+            let past = |i: usize, (t, r): (i64, usize)| PastIncident {
+                incident_id: format!("inc-{i}").into(),
+                rule_id: rules[r].into(),
+                entity: "checkout".into(),
+                title: "t".into(),
+                opened_at: EventTime::from_micros(t),
+                resolved_at: None,
+                actions: vec![],
+            };
+            let mut list = Vec::new();
+            for (i, x) in inserts.into_iter().enumerate() {
+                remember_in(&mut list, past(i, x));
+            }
+            let new = past(usize::MAX, newcomer);
+            let predicted = would_be_dropped(&list, &new.rule_id, new.opened_at);
+            let before = list.clone();
+            remember_in(&mut list, new);
+            proptest::prop_assert_eq!(predicted, list == before);
+        }
+    }
+    #[test]
+    fn an_alert_falls_back_to_owner_and_app_url_labels_and_prefers_team_and_generator_url() {
+        let enricher = IncidentEnricher::new(
+            Arc::default(),
+            ChangeIndex::new(100, Duration::from_secs(60)),
+            SimilarIndex::new(100),
+        );
+        let ids: Vec<String> = ["a", "b"]
+            .iter()
+            .map(|s| Event::derive_id("alertmanager", s, "firing"))
+            .collect();
+        enricher.observe(&[
+            alert(
+                &ids[0],
+                "checkout",
+                &[
+                    ("owner", "owners"),
+                    ("app_url", "http://app"),
+                    ("zone", "z"),
+                ],
+            ),
+            alert(
+                &ids[1],
+                "checkout",
+                &[
+                    ("alertname", "HighLatency"),
+                    ("app_url", "http://app"),
+                    ("generator_url", "http://prom"),
+                    ("owner", "owners"),
+                    ("team", "team"),
+                ],
+            ),
+        ]);
+        let facts = |id: &str| {
+            let facts = EventId::parse(id).and_then(|id| enricher.facts.get(&id));
+            match facts.as_deref() {
+                Some(EventFacts::Alert(a)) => a.clone(),
+                other => panic!("alert facts expected, got {other:?}"),
+            }
+        };
+        let fallback = facts(&ids[0]);
+        assert_eq!(fallback.alertname, None);
+        assert_eq!(fallback.team.as_deref(), Some("owners"));
+        assert_eq!(fallback.generator_url.as_deref(), Some("http://app"));
+        assert_eq!(fallback.external_url, None);
+        let preferred = facts(&ids[1]);
+        assert_eq!(preferred.alertname.as_deref(), Some("HighLatency"));
+        assert_eq!(preferred.team.as_deref(), Some("team"));
+        assert_eq!(preferred.generator_url.as_deref(), Some("http://prom"));
     }
     #[test]
     fn an_unchanged_incident_reuses_its_enrichment_and_a_new_fact_renews_it() {
