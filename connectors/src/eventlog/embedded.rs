@@ -241,8 +241,13 @@ impl EmbeddedLog {
         EmbeddedConsumer {
             dir: self.dir.clone(),
             committed: self.committed.clone(),
-            next: 0,
-            reader: None,
+            cursor: Some(Cursor {
+                dir: self.dir.clone(),
+                next: 0,
+                reader: None,
+            }),
+            ahead: None,
+            leftover: Vec::new(),
         }
     }
 }
@@ -368,16 +373,37 @@ impl EmbeddedLogWriter {
 }
 
 /// Reads the embedded log in offset order.
+///
+/// While the records it returned are being correlated, the next ones already in
+/// the log are read and decoded on a blocking thread (one batch ahead): decoding
+/// was a seventh of the engine thread in a file import, whose log is always
+/// ahead of the engine.
 #[derive(Debug)]
 pub struct EmbeddedConsumer {
     dir: PathBuf,
     committed: watch::Receiver<u64>,
+    /// Where the next read starts; `None` while a read-ahead holds it.
+    cursor: Option<Cursor>,
+    /// The read-ahead in flight (and the offset it started at): it hands the
+    /// cursor back with its records.
+    ahead: Option<(
+        u64,
+        tokio::task::JoinHandle<(Cursor, Result<Vec<LogRecord>>)>,
+    )>,
+    /// Records read ahead beyond what a smaller poll asked for.
+    leftover: Vec<LogRecord>,
+}
+
+/// A position in the log, with the segment reader open there.
+#[derive(Debug)]
+struct Cursor {
+    dir: PathBuf,
     next: u64,
     /// Open segment reader positioned at `next`.
     reader: Option<BufReader<File>>,
 }
 
-impl EmbeddedConsumer {
+impl Cursor {
     fn open_at(&mut self, offset: u64) -> Result<()> {
         let bases = list_segments(&self.dir)?;
         let base = bases
@@ -407,8 +433,8 @@ impl EmbeddedConsumer {
         Ok(())
     }
 
-    fn read_available(&mut self, max: usize) -> Result<Vec<LogRecord>> {
-        let end = *self.committed.borrow();
+    /// Up to `max` records below `end` (the last durable offset).
+    fn read(&mut self, end: u64, max: usize) -> Result<Vec<LogRecord>> {
         let mut out = Vec::new();
         let now = ProcessingTime::now();
         while self.next < end && out.len() < max {
@@ -450,19 +476,91 @@ impl EmbeddedConsumer {
     }
 }
 
+impl EmbeddedConsumer {
+    /// Starts reading the next `max` records on a blocking thread if the log
+    /// already holds some (a live log that has none is waited on instead).
+    fn read_ahead(&mut self, max: usize) {
+        let end = *self.committed.borrow();
+        let Some(mut cursor) = self.cursor.take_if(|c| c.next < end) else {
+            return;
+        };
+        let from = cursor.next;
+        let handle = tokio::task::spawn_blocking(move || {
+            let records = cursor.read(end, max);
+            (cursor, records)
+        });
+        self.ahead = Some((from, handle));
+    }
+
+    /// Takes back the cursor from a read-ahead, with what it read. Cancel-safe:
+    /// the read-ahead stays in `self` until it has finished.
+    async fn join_ahead(&mut self) -> Result<Vec<LogRecord>> {
+        let Some((from, handle)) = self.ahead.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let from = *from;
+        let joined = handle.await;
+        self.ahead = None;
+        match joined {
+            Ok((cursor, records)) => {
+                self.cursor = Some(cursor);
+                records
+            }
+            Err(e) => {
+                // The thread is gone with the cursor: read again from where it
+                // started.
+                self.cursor = Some(Cursor {
+                    dir: self.dir.clone(),
+                    next: from,
+                    reader: None,
+                });
+                Err(Error::LogUnavailable {
+                    reason: format!("reading the log ahead failed: {e}"),
+                })
+            }
+        }
+    }
+}
+
 impl LogConsumer for EmbeddedConsumer {
     fn seek(&mut self, next_offsets: &BTreeMap<u32, u64>) -> Result<()> {
-        self.next = next_offsets.get(&0).copied().unwrap_or(0);
-        self.reader = None;
+        // A read-ahead in flight is left to finish on its own; what it read is
+        // dropped with it.
+        self.ahead = None;
+        self.leftover.clear();
+        self.cursor = Some(Cursor {
+            dir: self.dir.clone(),
+            next: next_offsets.get(&0).copied().unwrap_or(0),
+            reader: None,
+        });
         Ok(())
     }
 
     fn poll(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, Result<Vec<LogRecord>>> {
         Box::pin(async move {
-            if *self.committed.borrow_and_update() <= self.next {
+            let read_ahead = self.join_ahead().await?;
+            let mut records = std::mem::take(&mut self.leftover);
+            records.extend(read_ahead);
+            let next = self.cursor.as_ref().map_or(0, |c| c.next);
+            if records.is_empty() && *self.committed.borrow_and_update() <= next {
                 let _ = tokio::time::timeout(wait, self.committed.changed()).await;
             }
-            self.read_available(max)
+            if records.len() > max {
+                self.leftover = records.split_off(max);
+                return Ok(records);
+            }
+            let Some(cursor) = self.cursor.as_mut() else {
+                return Err(Error::LogUnavailable {
+                    reason: "the log consumer lost its position".into(),
+                });
+            };
+            // Topped up with what is in the log now: a read that is not cut at
+            // `max` has reached the end of the log as of this poll (the import
+            // tells the end of its input that way).
+            let end = *self.committed.borrow();
+            records.extend(cursor.read(end, max - records.len())?);
+            self.read_ahead(max);
+            Ok(records)
         })
     }
 }

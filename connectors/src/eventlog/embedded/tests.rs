@@ -64,6 +64,47 @@ async fn appended_events_are_read_back_in_order_after_reopen_and_torn_tails_are_
     handle.await.expect("writer");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ahead_keep_offset_order_through_smaller_polls_seeks_and_new_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, writer) = EmbeddedLog::open(dir.path()).expect("open");
+    let handle = tokio::task::spawn_blocking(move || writer.run());
+    log.append((0..1000).map(event).collect())
+        .await
+        .expect("append");
+    let mut consumer = log.consumer();
+    let offsets = |records: &[LogRecord]| records.iter().map(|r| r.offset).collect::<Vec<_>>();
+    let wait = Duration::from_millis(10);
+    // Full reads: each poll starts the next read ahead.
+    let first = consumer.poll(300, wait).await.expect("poll");
+    assert_eq!(offsets(&first), (0..300).collect::<Vec<_>>());
+    // A smaller poll than the read ahead: the rest comes next, in order.
+    let second = consumer.poll(100, wait).await.expect("poll");
+    assert_eq!(offsets(&second), (300..400).collect::<Vec<_>>());
+    let third = consumer.poll(300, wait).await.expect("poll");
+    assert_eq!(offsets(&third), (400..700).collect::<Vec<_>>());
+    assert_eq!(third[0].event, event(400));
+    // A seek drops what was read ahead.
+    consumer.seek(&[(0, 50)].into()).expect("seek");
+    let again = consumer.poll(10, wait).await.expect("poll");
+    assert_eq!(offsets(&again), (50..60).collect::<Vec<_>>());
+    // A read not cut at its limit reached the end of the log as of the poll,
+    // including what was appended after the read ahead began.
+    let rest = consumer.poll(2000, wait).await.expect("poll");
+    assert_eq!(offsets(&rest), (60..1000).collect::<Vec<_>>());
+    log.append((1000..1005).map(event).collect())
+        .await
+        .expect("append");
+    let new = consumer.poll(2000, wait).await.expect("poll");
+    assert_eq!(offsets(&new), (1000..1005).collect::<Vec<_>>());
+    assert_eq!(new[4].event, event(1004));
+    let none = consumer.poll(2000, wait).await.expect("poll");
+    assert!(none.is_empty());
+    drop(log);
+    drop(consumer);
+    handle.await.expect("writer");
+}
+
 #[test]
 fn a_second_writer_on_the_same_log_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
