@@ -386,13 +386,13 @@ pub struct EmbeddedConsumer {
     cursor: Option<Cursor>,
     /// The read-ahead in flight (and the offset it started at): it hands the
     /// cursor back with its records.
-    ahead: Option<(
-        u64,
-        tokio::task::JoinHandle<(Cursor, Result<Vec<LogRecord>>)>,
-    )>,
+    ahead: Option<(u64, ReadAhead)>,
     /// Records read ahead beyond what a smaller poll asked for.
     leftover: Vec<LogRecord>,
 }
+
+/// A read on a blocking thread, handing its cursor back with what it read.
+type ReadAhead = tokio::task::JoinHandle<(Cursor, Result<Vec<LogRecord>>)>;
 
 /// A position in the log, with the segment reader open there.
 #[derive(Debug)]
