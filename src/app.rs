@@ -408,14 +408,22 @@ async fn engine_loop(
         let now = ProcessingTime::now();
         let records = positioned(records);
         let behind = records.len() >= POLL_MAX;
-        let mut log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
+        let log_now = clock.now(records.iter().map(|(_, e)| e.ingested_at), behind, now);
         let input_done = input_ended && !behind;
-        if input_done {
-            log_now = log_now.plus(l.idle_timeout);
-        }
         l.enricher.observe(records.iter().map(|(_, e)| e));
-        let out = tokio::task::block_in_place(|| engine.process(records, log_now))
-            .context("correlating events")?;
+        let out = tokio::task::block_in_place(|| {
+            let mut out = engine.process(records, log_now)?;
+            if input_done {
+                // Nothing more will come: every source is idle now rather than
+                // an idle timeout after it was last seen. The sources of this last
+                // read were seen at `log_now`, so only a clock that far ahead
+                // finds them idle (seen at that time, they would hold the
+                // watermark for the whole timeout).
+                out.extend(engine.tick(log_now.plus(l.idle_timeout))?);
+            }
+            Ok::<_, causeway_engine::Error>(out)
+        })
+        .context("correlating events")?;
         more = out.more;
         l.actions.on_output(&out, now);
         let (_, own) = l.actions.flush(&mut engine)?;

@@ -521,6 +521,65 @@ fn import_decodes_whole_files_correlates_them_and_refuses_bad_ones_whole() {
     assert_eq!(rows[0]["incidents"], 1);
 }
 
+/// The end of an import's input releases what the watermark holds at once: it
+/// must not wait for the sources of its last read to time out as idle (here an
+/// hour, so a wait shows as a refused deadline, not as a slow test).
+#[test]
+fn an_import_ends_without_waiting_for_its_sources_to_go_idle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let file = dir.path().join("events.jsonl");
+    // More events than one read of the log takes, so the last read comes after
+    // the import has said its input ended.
+    let lines: Vec<String> = (0..6000)
+        .map(|i| {
+            let (source, ty) = if i % 3 == 0 {
+                ("ci", "dev.causeway.deploy")
+            } else {
+                ("alertmanager", "dev.causeway.alert")
+            };
+            json!({"specversion": "1.0", "id": format!("e{i}"), "source": source, "type": ty,
+                   "time": format!("2024-05-01T10:{:02}:{:02}Z", i / 600, (i / 10) % 60),
+                   "subject": format!("svc-{}", i % 50), "scope": "prod", "status": "firing",
+                   "data": {"summary": "s", "attributes": {"alertname": "HighErrorRate"}}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["import", "events", file.to_str().expect("path")])
+        .env("CAUSEWAY__DATA_DIR", &data)
+        .env("CAUSEWAY__ENGINE__WATERMARK__IDLE_TIMEOUT", "1h")
+        .env("CAUSEWAY_LOG", "warn")
+        .spawn()
+        .expect("run causeway");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the import was still waiting for its sources' idle timeout (1 h)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "exit status {status}");
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["sql", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .arg("SELECT count(*) AS n FROM events")
+        .output()
+        .expect("causeway sql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["n"], 6000);
+}
+
 /// Several hundred malformed, oversized, wrongly typed or badly signed requests to
 /// every receiver: each must get a 4xx, never a 5xx. Returns how many were sent.
 async fn battery(base: &str) -> usize {
