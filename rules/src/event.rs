@@ -237,32 +237,40 @@ impl Event {
         Event::from_cloudevent(doc, ingested_at)
     }
 
-    fn from_cloudevent(doc: CloudEvent<'_>, ingested_at: ProcessingTime) -> Result<Event> {
-        if doc.specversion != "1.0" {
+    /// Whether [`Event::from_cloudevent_json`] would take `text`, with the error it
+    /// would give, without building the event: a file import checks every line
+    /// before it appends any, and this check borrows or skips every string the
+    /// decode would copy. The two accept the same documents (a test holds them to
+    /// it).
+    pub fn check_cloudevent_json(text: &str) -> Result<()> {
+        if !text.trim_start().starts_with('{') {
             return Err(Error::InvalidEvent {
-                reason: format!("unsupported specversion {:?}", doc.specversion),
+                reason: "a CloudEvent must be a JSON object".into(),
             });
         }
-        let kind_str = doc
-            .ty
-            .strip_prefix("dev.causeway.")
-            .ok_or_else(|| Error::InvalidEvent {
-                reason: format!(
-                    "type {:?} is not a Causeway type (dev.causeway.<kind>)",
-                    doc.ty
-                ),
+        let doc: CheckedCloudEvent<'_> =
+            serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
+                reason: format!("not a CloudEvents JSON document: {e}"),
             })?;
-        let kind: EventKind = kind_str.parse()?;
-        let time = EventTime::parse_rfc3339(&doc.time)?;
-        let ingested_at = match doc.ingestedat.as_deref() {
-            Some(t) => ProcessingTime::parse_rfc3339(t)?,
-            None => ingested_at,
-        };
-        if doc.source.is_empty() {
-            return Err(Error::InvalidEvent {
-                reason: "source is empty".into(),
-            });
-        }
+        check_envelope(
+            &doc.specversion,
+            &doc.ty,
+            &doc.time,
+            doc.ingestedat.as_deref(),
+            &doc.source,
+        )
+        .map(|_| ())
+    }
+
+    fn from_cloudevent(doc: CloudEvent<'_>, ingested_at: ProcessingTime) -> Result<Event> {
+        let (kind, time, given_ingested_at) = check_envelope(
+            &doc.specversion,
+            &doc.ty,
+            &doc.time,
+            doc.ingestedat.as_deref(),
+            &doc.source,
+        )?;
+        let ingested_at = given_ingested_at.unwrap_or(ingested_at);
         let data = doc.data.unwrap_or_default();
         let status = doc.status.unwrap_or_default();
         let source_event_id = if doc.sourceeventid.is_empty() {
@@ -301,6 +309,135 @@ impl Event {
                 .map(|r| r.get().to_owned())
                 .unwrap_or_else(|| "null".into()),
         })
+    }
+}
+
+/// What can refuse a CloudEvent once it has deserialized: its version, type and
+/// times, and an empty source. Returns the kind, event time and the document's
+/// own ingestion time, if it has one.
+fn check_envelope(
+    specversion: &str,
+    ty: &str,
+    time: &str,
+    ingestedat: Option<&str>,
+    source: &str,
+) -> Result<(EventKind, EventTime, Option<ProcessingTime>)> {
+    if specversion != "1.0" {
+        return Err(Error::InvalidEvent {
+            reason: format!("unsupported specversion {specversion:?}"),
+        });
+    }
+    let kind_str = ty
+        .strip_prefix("dev.causeway.")
+        .ok_or_else(|| Error::InvalidEvent {
+            reason: format!("type {ty:?} is not a Causeway type (dev.causeway.<kind>)"),
+        })?;
+    let kind: EventKind = kind_str.parse()?;
+    let time = EventTime::parse_rfc3339(time)?;
+    let ingested_at = ingestedat.map(ProcessingTime::parse_rfc3339).transpose()?;
+    if source.is_empty() {
+        return Err(Error::InvalidEvent {
+            reason: "source is empty".into(),
+        });
+    }
+    Ok((kind, time, ingested_at))
+}
+
+/// [`CloudEvent`] as [`Event::check_cloudevent_json`] reads it: the same fields
+/// with the same types as JSON sees them, but nothing kept that the envelope
+/// check does not read.
+#[derive(Deserialize)]
+#[serde(expecting = "struct CloudEvent")] // errors read as the decode's
+#[allow(dead_code)] // the unread fields are checked by deserializing them
+struct CheckedCloudEvent<'a> {
+    #[serde(borrow)]
+    specversion: Cow<'a, str>,
+    #[serde(default)]
+    id: CheckedString,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(default)]
+    subject: Option<CheckedString>,
+    #[serde(default)]
+    datacontenttype: Option<CheckedString>,
+    #[serde(default)]
+    sourceeventid: CheckedString,
+    #[serde(default)]
+    scope: CheckedString,
+    #[serde(default)]
+    severity: Option<Severity>,
+    #[serde(default)]
+    status: Option<CheckedString>,
+    #[serde(default, borrow)]
+    ingestedat: Option<Cow<'a, str>>,
+    #[serde(default)]
+    data: Option<CheckedData>,
+}
+
+/// [`CloudEventData`], checked and not kept.
+#[derive(Deserialize)]
+#[serde(expecting = "struct CloudEventData")]
+#[allow(dead_code)] // checked by deserializing
+struct CheckedData {
+    #[serde(default)]
+    summary: Option<CheckedString>,
+    #[serde(default)]
+    attributes: CheckedStringMap,
+    #[serde(default)]
+    raw: Option<serde::de::IgnoredAny>,
+}
+
+/// A JSON string, checked and not kept (a `String` would copy it).
+#[derive(Default)]
+struct CheckedString;
+
+impl<'de> Deserialize<'de> for CheckedString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CheckedString;
+            // What `String` expects, so errors read the same as the decode's.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                _: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(CheckedString)
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// A JSON object of strings, checked and not kept (a `BTreeMap<String, String>`
+/// would copy every entry).
+#[derive(Default)]
+struct CheckedStringMap;
+
+impl<'de> Deserialize<'de> for CheckedStringMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CheckedStringMap;
+            // What `BTreeMap` expects, so errors read the same as the decode's.
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                while map.next_entry::<CheckedString, CheckedString>()?.is_some() {}
+                Ok(CheckedStringMap)
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 

@@ -13,6 +13,20 @@ const SOURCE: &str = "events";
 
 /// Decodes one CloudEvent or an array of them; all or nothing.
 pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
+    each_document(body, |doc| Event::from_cloudevent_json(doc, cx.received_at))
+}
+
+/// How many events [`decode`] would give `body`, or its error, without building
+/// them (a file import checks every line before appending any).
+pub fn check(body: &[u8], _cx: &DecodeContext<'_>) -> Result<usize> {
+    each_document(body, Event::check_cloudevent_json).map(|docs| docs.len())
+}
+
+/// `read` applied to one document or to each of a batch's; all or nothing.
+fn each_document<T>(
+    body: &[u8],
+    read: impl Fn(&str) -> causeway_rules::Result<T>,
+) -> Result<Vec<T>> {
     let text = std::str::from_utf8(body).map_err(|_| Error::Malformed {
         source_name: SOURCE,
         reason: "body is not UTF-8".into(),
@@ -21,8 +35,8 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
         // One document is parsed once, as the event; only a failure is parsed
         // again, to tell a body that is not JSON (400) from JSON that is not a
         // CloudEvent (422). Every JSON-lines import line comes through here.
-        return match Event::from_cloudevent_json(text, cx.received_at) {
-            Ok(event) => Ok(vec![event]),
+        return match read(text) {
+            Ok(doc) => Ok(vec![doc]),
             Err(e) => Err(match serde_json::from_str::<&RawValue>(text) {
                 Err(json) => Error::Malformed {
                     source_name: SOURCE,
@@ -38,9 +52,7 @@ pub fn decode(body: &[u8], cx: &DecodeContext<'_>) -> Result<Vec<Event>> {
     })?;
     docs.iter()
         .enumerate()
-        .map(|(i, doc)| {
-            Event::from_cloudevent_json(doc.get(), cx.received_at).map_err(|e| unsupported(i, &e))
-        })
+        .map(|(i, doc)| read(doc.get()).map_err(|e| unsupported(i, &e)))
         .collect()
 }
 
