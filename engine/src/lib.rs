@@ -22,7 +22,8 @@ mod text_in_list;
 pub mod watermark;
 
 pub use driver::{
-    Engine, EngineOptions, EngineOutput, EngineStatus, Enricher, LogPosition, PartitionStateMode,
+    BATCH_COMMIT_BYTES, COMMIT_BYTES, Engine, EngineOptions, EngineOutput, EngineStatus, Enricher,
+    LogPosition, PartitionStateMode,
 };
 pub use error::{Error, Result};
 pub use history::History;
