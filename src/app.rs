@@ -440,16 +440,12 @@ async fn engine_loop(
         // A failed commit is retried at the interval, not at every turn.
         let settled =
             input_done && !more && l.healthy.load(Ordering::Relaxed) && engine.status().dirty;
-        // A batch job's history is committed by size (nobody reads it before the
-        // job ends), by the interval only to retry a failed commit.
-        let (commit_interval, commit_bytes) = if live {
-            (l.commit_interval, causeway_engine::COMMIT_BYTES)
-        } else if l.healthy.load(Ordering::Relaxed) {
-            (Duration::MAX, causeway_engine::BATCH_COMMIT_BYTES)
+        let commit_bytes = if live {
+            causeway_engine::COMMIT_BYTES
         } else {
-            (l.commit_interval, causeway_engine::BATCH_COMMIT_BYTES)
+            causeway_engine::BATCH_COMMIT_BYTES
         };
-        if settled || engine.commit_due(last_commit.elapsed(), commit_interval, commit_bytes) {
+        if settled || engine.commit_due(last_commit.elapsed(), l.commit_interval, commit_bytes) {
             // Settled input is committed and waited for (an import ends on it);
             // otherwise the commit is written beside the correlation that goes on.
             let committed = if settled {

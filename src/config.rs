@@ -398,8 +398,7 @@ pub(crate) struct EngineConfig {
     /// `causeway_engine_state_evictions_total{reason="cap"}`.
     pub(crate) max_buffered_events: usize,
     /// How often pending history is committed to Parquet (sooner once 64 MiB of rows
-    /// wait; a file import commits by size alone, every 128 MiB: see
-    /// `Engine::commit_due`).
+    /// wait, 128 MiB during a file import: see `Engine::commit_due`).
     #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
     /// History older than this (by its partition day) is deleted, checked every 5 minutes;
