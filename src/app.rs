@@ -440,12 +440,7 @@ async fn engine_loop(
         // A failed commit is retried at the interval, not at every turn.
         let settled =
             input_done && !more && l.healthy.load(Ordering::Relaxed) && engine.status().dirty;
-        let commit_bytes = if live {
-            causeway_engine::COMMIT_BYTES
-        } else {
-            causeway_engine::BATCH_COMMIT_BYTES
-        };
-        if settled || engine.commit_due(last_commit.elapsed(), l.commit_interval, commit_bytes) {
+        if settled || engine.commit_due(last_commit.elapsed(), l.commit_interval) {
             // Settled input is committed and waited for (an import ends on it);
             // otherwise the commit is written beside the correlation that goes on.
             let committed = if settled {

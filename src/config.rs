@@ -398,7 +398,7 @@ pub(crate) struct EngineConfig {
     /// `causeway_engine_state_evictions_total{reason="cap"}`.
     pub(crate) max_buffered_events: usize,
     /// How often pending history is committed to Parquet (sooner once 64 MiB of rows
-    /// wait, 128 MiB during a file import: see `Engine::commit_due`).
+    /// wait: see `Engine::commit_due`).
     #[serde(with = "humantime_serde")]
     pub(crate) commit_interval: Duration,
     /// History older than this (by its partition day) is deleted, checked every 5 minutes;

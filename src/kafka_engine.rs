@@ -491,11 +491,10 @@ impl KafkaEngine {
             more = out.more;
             core.emit(&out)?;
             core.emit_actions(&out, now)?;
-            if core.engine.commit_due(
-                last_commit.elapsed(),
-                commit_interval,
-                causeway_engine::COMMIT_BYTES,
-            ) {
+            if core
+                .engine
+                .commit_due(last_commit.elapsed(), commit_interval)
+            {
                 let owned = core.engine.owned_partitions();
                 let with_states = core.states_due(commit_interval);
                 // A failure here stops the engine: the offsets behind unacknowledged

@@ -172,12 +172,6 @@ pub const RELEASE_STEP: usize = 32_768;
 /// Pending history rows (Arrow bytes) that make a commit due before its interval.
 pub const COMMIT_BYTES: usize = 64 << 20;
 
-/// [`COMMIT_BYTES`] for a batch job's input (a file import): nobody queries the
-/// history until the job ends, and every commit encodes and writes the whole
-/// correlator state (tens of MB), so fewer, larger commits; the rows held
-/// meanwhile stay well inside the memory a buffered event's state costs.
-pub const BATCH_COMMIT_BYTES: usize = 128 << 20;
-
 #[derive(Debug)]
 struct PartitionState {
     correlator: Correlator,
@@ -809,20 +803,18 @@ impl Engine {
     }
 
     /// Whether to commit now: something is dirty and either `interval` has passed
-    /// since the last commit or the pending history rows reached `max_bytes`
-    /// ([`COMMIT_BYTES`] or [`BATCH_COMMIT_BYTES`]: a backlog or a large release
-    /// must not pile up in memory for a whole interval). While a commit is being
-    /// written only the second counts (rows it holds do not): the engine then
-    /// waits for it rather than piling up more.
+    /// since the last commit or the pending history rows reached [`COMMIT_BYTES`]
+    /// (a backlog or a large release must not pile up in memory for a whole
+    /// interval). While a commit is being written only the second counts (rows
+    /// it holds do not): the engine then waits for it rather than piling up more.
     pub fn commit_due(
         &self,
         since_last: std::time::Duration,
         interval: std::time::Duration,
-        max_bytes: usize,
     ) -> bool {
         let sealed = self.in_flight.as_ref().map_or(0, |c| c.bytes);
         let unsealed = self.history.pending_bytes().saturating_sub(sealed);
-        let full = unsealed >= max_bytes;
+        let full = unsealed >= COMMIT_BYTES;
         self.dirty && (full || (self.in_flight.is_none() && since_last >= interval))
     }
 

@@ -22,8 +22,7 @@ mod text_in_list;
 pub mod watermark;
 
 pub use driver::{
-    BATCH_COMMIT_BYTES, COMMIT_BYTES, Engine, EngineOptions, EngineOutput, EngineStatus, Enricher,
-    LogPosition, PartitionStateMode,
+    Engine, EngineOptions, EngineOutput, EngineStatus, Enricher, LogPosition, PartitionStateMode,
 };
 pub use error::{Error, Result};
 pub use history::History;

@@ -558,13 +558,13 @@ async fn rows_appended_during_a_background_commit_wait_for_the_next_one() {
         std::time::Duration::from_secs(1),
     );
     assert!(
-        !engine.commit_due(long_ago, interval, causeway_engine::COMMIT_BYTES),
+        !engine.commit_due(long_ago, interval),
         "the interval does not wait for a commit in flight"
     );
     engine.finish_commit().expect("finish");
     assert!(!engine.commit_in_flight());
     assert!(engine.status().dirty, "the second batch is still pending");
-    assert!(engine.commit_due(long_ago, interval, causeway_engine::COMMIT_BYTES));
+    assert!(engine.commit_due(long_ago, interval));
     assert_eq!(count(&live, "SELECT count(*) FROM events").await, 3);
     assert_eq!(
         count(

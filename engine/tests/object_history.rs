@@ -123,13 +123,10 @@ async fn commits_land_in_the_bucket_and_read_back_through_it() {
         std::time::Duration::from_secs(3600),
         std::time::Duration::ZERO,
     );
-    assert!(!engine.commit_due(now, hour, causeway_engine::COMMIT_BYTES));
-    assert!(engine.commit_due(hour, hour, causeway_engine::COMMIT_BYTES));
+    assert!(!engine.commit_due(now, hour));
+    assert!(engine.commit_due(hour, hour));
     engine.commit().expect("commit");
-    assert!(
-        !engine.commit_due(hour, hour, causeway_engine::COMMIT_BYTES),
-        "nothing left to commit"
-    );
+    assert!(!engine.commit_due(hour, hour), "nothing left to commit");
 
     let objects = keys(&store, "causeway/prod/events").await;
     assert_eq!(
