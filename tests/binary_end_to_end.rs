@@ -267,9 +267,14 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The history is readable offline by `causeway sql` after the process is gone.
+    assert_eq!(offline_event_count(&dir.path().join("data")), 4);
+}
+
+/// `SELECT count(*) FROM events` by `causeway sql` over a data dir no process holds.
+fn offline_event_count(data_dir: &Path) -> u64 {
     let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(["sql", "--format", "json", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg(data_dir)
         .arg("SELECT count(*) AS n FROM events")
         .output()
         .expect("causeway sql");
@@ -279,7 +284,7 @@ async fn webhooks_become_a_deploy_regression_queryable_over_http_and_survive_kil
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(rows[0]["n"], 4);
+    rows[0]["n"].as_u64().expect("a count")
 }
 
 #[test]
@@ -565,19 +570,7 @@ fn an_import_ends_without_waiting_for_its_sources_to_go_idle() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status}");
-    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["sql", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .arg("SELECT count(*) AS n FROM events")
-        .output()
-        .expect("causeway sql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(rows[0]["n"], 6000);
+    assert_eq!(offline_event_count(&data), 6000);
 }
 
 /// Several hundred malformed, oversized, wrongly typed or badly signed requests to
