@@ -1,7 +1,8 @@
 //! File import: the same decoders as the receivers, over files.
 //!
-//! A file is decoded whole before anything is appended, so a bad line refuses the
-//! file with its line number and appends nothing. `.gz` files are decompressed.
+//! A file is checked whole before anything is appended (decoded, or for CloudEvents
+//! checked without building its events), so a bad line refuses the file with its
+//! line number and appends nothing. `.gz` files are decompressed.
 //! [`decode_chunks`] decodes a chunk at a time, so an importer can check every
 //! line first and then append without holding every decoded event at once;
 //! [`decode_file_chunks`] does so reading the file as it goes.
@@ -157,8 +158,8 @@ fn file_lines(path: &Path) -> Result<impl Iterator<Item = Result<Vec<u8>>> + Sen
 /// Lines a worker of [`check_file`] takes at a time.
 const CHECK_LINES: usize = 1024;
 
-/// Decodes every record of a file without keeping its events, on `workers`
-/// threads (decoding, not reading, is the cost of a check); returns how many
+/// Checks every record of a file without keeping its events, on `workers`
+/// threads (parsing, not reading, is the cost of a check); returns how many
 /// events the file holds, or the error of its first bad line by line number:
 /// the error [`decode_file_chunks`] would stop at.
 pub fn check_file(

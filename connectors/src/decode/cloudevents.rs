@@ -32,7 +32,7 @@ fn each_document<T>(
         reason: "body is not UTF-8".into(),
     })?;
     if !text.trim_start().starts_with('[') {
-        // One document is parsed once, as the event; only a failure is parsed
+        // One document is parsed once, by `read`; only a failure is parsed
         // again, to tell a body that is not JSON (400) from JSON that is not a
         // CloudEvent (422). Every JSON-lines import line comes through here.
         return match read(text) {
