@@ -224,17 +224,7 @@ impl Event {
     /// derived from source and `sourceeventid`, and an id that is not Causeway's
     /// (`evt_` and 32 hex digits) from source and that id.
     pub fn from_cloudevent_json(text: &str, ingested_at: ProcessingTime) -> Result<Event> {
-        // Serde would also take a struct from an array of its fields; CloudEvents
-        // are objects.
-        if !text.trim_start().starts_with('{') {
-            return Err(Error::InvalidEvent {
-                reason: "a CloudEvent must be a JSON object".into(),
-            });
-        }
-        let doc: CloudEvent<'_> = serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
-            reason: format!("not a CloudEvents JSON document: {e}"),
-        })?;
-        Event::from_cloudevent(doc, ingested_at)
+        Event::from_cloudevent(cloudevent_document(text)?, ingested_at)
     }
 
     /// Whether [`Event::from_cloudevent_json`] would take `text`, with the error it
@@ -243,15 +233,7 @@ impl Event {
     /// decode would copy. The two accept the same documents (a test holds them to
     /// it).
     pub fn check_cloudevent_json(text: &str) -> Result<()> {
-        if !text.trim_start().starts_with('{') {
-            return Err(Error::InvalidEvent {
-                reason: "a CloudEvent must be a JSON object".into(),
-            });
-        }
-        let doc: CheckedCloudEvent<'_> =
-            serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
-                reason: format!("not a CloudEvents JSON document: {e}"),
-            })?;
+        let doc: CheckedCloudEvent<'_> = cloudevent_document(text)?;
         check_envelope(
             &doc.specversion,
             &doc.ty,
@@ -310,6 +292,21 @@ impl Event {
                 .unwrap_or_else(|| "null".into()),
         })
     }
+}
+
+/// A CloudEvents JSON document deserialized as `T` ([`CloudEvent`] to decode it,
+/// [`CheckedCloudEvent`] to check it), with the errors both give.
+fn cloudevent_document<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T> {
+    // Serde would also take a struct from an array of its fields; CloudEvents
+    // are objects.
+    if !text.trim_start().starts_with('{') {
+        return Err(Error::InvalidEvent {
+            reason: "a CloudEvent must be a JSON object".into(),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| Error::InvalidEvent {
+        reason: format!("not a CloudEvents JSON document: {e}"),
+    })
 }
 
 /// What can refuse a CloudEvent once it has deserialized: its version, type and
