@@ -29,13 +29,14 @@ impl Drop for Alertmanager {
 }
 
 /// Starts Alertmanager with one webhook receiver, `causeway`, that groups by
-/// alertname and notifies within a second; waits until it is ready.
-async fn alertmanager(dir: &Path, webhook: &str) -> Alertmanager {
+/// alertname and notifies within a second (`webhook_extra`: more keys of the
+/// webhook config, indented for it); waits until it is ready.
+async fn alertmanager(dir: &Path, webhook: &str, webhook_extra: &str) -> Alertmanager {
     let config = dir.join("alertmanager.yml");
     std::fs::write(
         &config,
         format!(
-            "route:\n  receiver: causeway\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: causeway\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
+            "route:\n  receiver: causeway\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: causeway\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n{webhook_extra}"
         ),
     )
     .expect("alertmanager config");
@@ -78,6 +79,21 @@ async fn alertmanager(dir: &Path, webhook: &str) -> Alertmanager {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The value of `metric` summed over its lines that carry `label`.
+async fn metric_sum(base: &str, metric: &str, label: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    // Labelled counters appear once incremented.
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Posts alerts to Alertmanager's v2 API.
@@ -123,6 +139,7 @@ async fn alerts_through_a_real_alertmanager_join_their_deploy_and_resolve() {
     let am = alertmanager(
         dir.path(),
         &format!("http://127.0.0.1:{port}/ingest/alertmanager"),
+        "",
     )
     .await;
 
@@ -208,23 +225,68 @@ async fn alerts_through_a_real_alertmanager_join_their_deploy_and_resolve() {
         .await,
         4
     );
-    let metrics = reqwest::get(format!("{}/metrics", inst.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    // Counters appear once incremented; any that does must still be zero.
-    let refused: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("causeway_receiver_rejected_requests_total{")
-                && l.contains("source=\"alertmanager\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
     assert_eq!(
-        refused, 0.0,
-        "a notification from Alertmanager was refused:\n{metrics}"
+        metric_sum(
+            &inst.base,
+            "causeway_receiver_rejected_requests_total",
+            "source=\"alertmanager\""
+        )
+        .await,
+        0.0,
+        "a notification from Alertmanager was refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alertmanager_with_the_wrong_token_is_refused_counted_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let inst = common::start_with(
+        dir.path(),
+        port,
+        &checkout_config(
+            &dir.path().join("data"),
+            port,
+            "receivers:\n  auth:\n    alertmanager: {type: bearer, token: the-right-token}\n",
+        ),
+    )
+    .await;
+    let am = alertmanager(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/ingest/alertmanager"),
+        "        http_config:\n          authorization:\n            credentials: a-wrong-token\n",
+    )
+    .await;
+    let fired = rfc3339(chrono::Utc::now() - chrono::Duration::minutes(1));
+    post_alerts(&am, json!([checkout_alert("HighErrorRate", &fired, None)])).await;
+
+    // Alertmanager notifies (and retries); each attempt is a counted 401.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric_sum(
+        &inst.base,
+        "causeway_receiver_rejected_requests_total",
+        "reason=\"credentials\"",
+    )
+    .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal counted for Alertmanager's wrong token"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric_sum(
+            &inst.base,
+            "causeway_receiver_accepted_events_total",
+            "source=\"alertmanager\""
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        count(&inst.base, "SELECT count(*) AS n FROM events").await,
+        0
     );
 }
