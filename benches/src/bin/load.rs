@@ -1691,6 +1691,19 @@ mod tests {
     }
 
     #[test]
+    fn an_event_time_shared_by_partitions_is_sent_once_in_each() {
+        // The workload sends alerts of different scopes at the same microsecond:
+        // each partition keeps its own first send of that time.
+        let mut log = SendLog::default();
+        log.record(3, "alertmanager", 0.5, us(0.2));
+        log.record(1, "alertmanager", 0.7, us(0.2));
+        log.record(1, "alertmanager", 0.9, us(0.2));
+        assert_eq!(log.sent_at(3, us(0.2)), Some(0.5));
+        assert_eq!(log.sent_at(1, us(0.2)), Some(0.7));
+        assert_eq!(log.sent_at(0, us(0.2)), None);
+    }
+
+    #[test]
     fn other_partitions_do_not_hold_it() {
         let mut log = busy();
         log.record(1, "github", 9.5, us(1.0));
