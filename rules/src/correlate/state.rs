@@ -559,6 +559,9 @@ pub struct Correlator {
     /// Bits of rules whose events carry values: expression join keys or a `rises`
     /// series.
     valued_rules: u64,
+    /// Bits of rules that join on an expression (their effects have buffers of
+    /// their own, `expr_effects`).
+    expr_rules: u64,
     state: State,
     /// Interned alert names and subjects (rebuilt after a restore); subjects by
     /// [`text_hash`] of their scope and entity.
@@ -631,6 +634,7 @@ impl Correlator {
         };
         let absence_rules = rule_bits(|r| r.absence.is_some());
         let valued_rules = rule_bits(|r| r.join == JoinKind::Expr || r.rise.is_some());
+        let expr_rules = rule_bits(|r| r.join == JoinKind::Expr);
         let catalog_joins = rules
             .iter()
             .any(|r| matches!(r.join, JoinKind::Service | JoinKind::DependsOn));
@@ -640,6 +644,7 @@ impl Correlator {
             rules,
             absence_rules,
             valued_rules,
+            expr_rules,
             catalog: CatalogIndex::new(catalog),
             config,
             group_rule_id: ALERT_GROUP_RULE.into(),
@@ -1995,7 +2000,7 @@ impl Correlator {
             });
         }
         if !placed {
-            self.set_effect_seq(e, target);
+            self.set_effect_seq(e, subject.key, target);
             self.schedule(target);
         }
         self.recompute_root(target);
@@ -2010,18 +2015,30 @@ impl Correlator {
         self.forward(e.seq)
     }
 
-    fn set_effect_seq(&mut self, e: EffectRec, seq: u64) {
-        for list in self
-            .state
-            .effects
-            .values_mut()
-            .chain(self.state.expr_effects.values_mut())
-        {
+    /// Notes in every buffered copy of an applied effect of `subject_key` the
+    /// incident it was placed in. Only the lists [`Self::buffer_effect`] can have
+    /// put it in are visited: its subject's, and those of the expression rules it
+    /// is an effect of (visiting every list made each late link cost a search per
+    /// subject in the state).
+    fn set_effect_seq(&mut self, e: EffectRec, subject_key: u64, seq: u64) {
+        let set = |list: &mut EffectList| {
             if let Ok(at) = list
                 .effects
                 .binary_search_by(|x| (x.time, x.id).cmp(&(e.time, e.id)))
             {
                 list.effects[at].seq = seq;
+            }
+        };
+        if e.rules & !self.expr_rules != 0
+            && let Some(list) = self.state.effects.get_mut(&subject_key)
+        {
+            set(list);
+        }
+        if e.rules & self.expr_rules != 0 {
+            for ((r, _), list) in self.state.expr_effects.iter_mut() {
+                if e.rules & (1 << r) != 0 {
+                    set(list);
+                }
             }
         }
     }
