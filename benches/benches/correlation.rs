@@ -20,7 +20,8 @@
 //! With `CAUSEWAY_OPERATOR_ONCE=1` the binary instead drives the operator once over
 //! the workload, as the `operator` case does, prints what came out and exits:
 //! `benches/instructions.sh` counts that pass's instructions under callgrind, a
-//! figure this VM's ±30 % swings in speed do not blur.
+//! figure this VM's ±30 % swings in speed do not blur. `CAUSEWAY_OPERATOR_ONCE=dense`
+//! does the same over the chain-dense mix.
 
 use std::time::Duration;
 
@@ -42,8 +43,27 @@ const BATCH: usize = 4096;
 /// About what the engine correlates per batch under 15 k webhooks/s.
 const SMALL_BATCH: usize = 32;
 
+/// The chain-dense mix of `joins_and_chains_dense`, from the default one `w`: a
+/// causal scenario starts at three in ten moments of the stream (over ten times as
+/// many services, so they seldom wait for one another), with a tenth of the healthy
+/// deploys and re-sends: ~10 k chains in 100 k events, and about half the edges
+/// that come out are causal links rather than alert groups.
+fn dense_mix(w: &Workload) -> Workload {
+    Workload {
+        services: w.services * 10,
+        scenarios_per_hour: 3600.0 * w.rate * 0.3,
+        deploys_per_hour: w.deploys_per_hour / 10.0,
+        resend_ratio: w.resend_ratio / 10.0,
+        ..*w
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    let w = Workload::default();
+    let once = std::env::var("CAUSEWAY_OPERATOR_ONCE").ok();
+    let w = match once.as_deref() {
+        Some("dense") => dense_mix(&Workload::default()),
+        _ => Workload::default(),
+    };
     let events = generate(&w);
     let pack = RulePack::builtin().expect("built-in pack");
     let compiled = CompiledRules::compile(&pack).expect("compiles");
@@ -56,7 +76,7 @@ fn bench(c: &mut Criterion) {
         .map(|c| ProcessingTime::from_micros(c.last().map_or(0, |e| e.time.as_micros())))
         .collect();
 
-    if std::env::var_os("CAUSEWAY_OPERATOR_ONCE").is_some() {
+    if once.is_some() {
         operator_once(&w, &events, &batches, &clock);
         return;
     }
@@ -123,17 +143,7 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    // A causal scenario starts at three in ten moments of the stream (over ten
-    // times as many services, so they seldom wait for one another), a tenth of the
-    // healthy deploys and re-sends: ~10 k chains in 100 k events, and about half
-    // the edges that come out are causal links rather than alert groups.
-    let dense = Workload {
-        services: w.services * 10,
-        scenarios_per_hour: 3600.0 * w.rate * 0.3,
-        deploys_per_hour: w.deploys_per_hour / 10.0,
-        resend_ratio: w.resend_ratio / 10.0,
-        ..w
-    };
+    let dense = dense_mix(&w);
     let dense_events = generate(&dense);
     let dense_batches: Vec<_> = dense_events
         .chunks(BATCH)
