@@ -58,6 +58,20 @@ fn dense_mix(w: &Workload) -> Workload {
     }
 }
 
+/// The events in batches of [`BATCH`], and each batch's processing time (its
+/// newest event's time), as the benchmarks feed them.
+fn batches_and_clock(events: &[causeway_rules::Event]) -> (Vec<RecordBatch>, Vec<ProcessingTime>) {
+    let batches = events
+        .chunks(BATCH)
+        .map(|c| events_batch(c).expect("batch"))
+        .collect();
+    let clock = events
+        .chunks(BATCH)
+        .map(|c| ProcessingTime::from_micros(c.last().map_or(0, |e| e.time.as_micros())))
+        .collect();
+    (batches, clock)
+}
+
 fn bench(c: &mut Criterion) {
     let once = std::env::var("CAUSEWAY_OPERATOR_ONCE").ok();
     let w = match once.as_deref() {
@@ -67,14 +81,7 @@ fn bench(c: &mut Criterion) {
     let events = generate(&w);
     let pack = RulePack::builtin().expect("built-in pack");
     let compiled = CompiledRules::compile(&pack).expect("compiles");
-    let batches: Vec<_> = events
-        .chunks(BATCH)
-        .map(|c| events_batch(c).expect("batch"))
-        .collect();
-    let clock: Vec<ProcessingTime> = events
-        .chunks(BATCH)
-        .map(|c| ProcessingTime::from_micros(c.last().map_or(0, |e| e.time.as_micros())))
-        .collect();
+    let (batches, clock) = batches_and_clock(&events);
 
     if once.is_some() {
         operator_once(&w, &events, &batches, &clock);
@@ -145,14 +152,7 @@ fn bench(c: &mut Criterion) {
     });
     let dense = dense_mix(&w);
     let dense_events = generate(&dense);
-    let dense_batches: Vec<_> = dense_events
-        .chunks(BATCH)
-        .map(|c| events_batch(c).expect("batch"))
-        .collect();
-    let dense_clock: Vec<ProcessingTime> = dense_events
-        .chunks(BATCH)
-        .map(|c| ProcessingTime::from_micros(c.last().map_or(0, |e| e.time.as_micros())))
-        .collect();
+    let (dense_batches, dense_clock) = batches_and_clock(&dense_events);
     let dense_evaluated: Vec<Evaluated> = dense_batches
         .iter()
         .map(|b| compiled.evaluate(b).expect("eval"))
