@@ -1,7 +1,8 @@
 //! HTTP receivers: the status-code policy of CONTRACT.md in one place.
 //!
-//! Every receiver follows the same path: content type (415), body size (413),
-//! authentication (401), decode (400 malformed / 422 unsupported), durable append
+//! Every receiver follows the same path: authentication (401), a declared body
+//! length over the limit (413, after the body is drained), content type (415),
+//! body size (413), decode (400 malformed / 422 unsupported), durable append
 //! to the event log (503 when unavailable), then 200 with the number of events
 //! accepted. Every refusal is counted by source and reason, and since the log
 //! append is the only side effect and happens last, a refused request changes no
@@ -160,7 +161,8 @@ fn too_many(source: &'static str, reason: &'static str, message: &str) -> Respon
     resp
 }
 
-/// Rate limit, concurrency cap and authentication, before any body is read.
+/// Rate limit, concurrency cap, authentication and a declared body length over
+/// the limit, before the receiver reads the body.
 async fn guard(
     state: ReceiverState,
     inflight: Arc<tokio::sync::Semaphore>,
@@ -205,7 +207,67 @@ async fn guard(
         );
         return resp;
     }
+    let limit = state.config.max_body_bytes;
+    if let Some(declared) = declared_length(req.headers())
+        && declared > limit as u64
+    {
+        return refuse_declared_oversize(source, limit, declared, req.into_body()).await;
+    }
     next.run(req).await
+}
+
+/// The body length a request declares, when it declares one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How long a declared-oversize body is read and discarded before the 413.
+const OVERSIZE_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// 413 for a body that declares more than the limit, after reading and
+/// discarding it.
+///
+/// An HTTP/1.1 client without `Expect: 100-continue` writes its whole body
+/// before it reads the answer. If the server answers early and closes with the
+/// body unread, the client gets a broken pipe or a reset instead of the 413
+/// (the lingering-close problem nginx and Apache drain for). So a body of up to
+/// four times the limit is drained, within a timeout; a larger one is answered
+/// at once, since the sender is beyond helping. A chunked body without a length
+/// is cut off by the body limit as it crosses it.
+async fn refuse_declared_oversize(
+    source: &'static str,
+    limit: usize,
+    declared: u64,
+    body: axum::body::Body,
+) -> Response {
+    use futures::StreamExt as _;
+    if declared <= (limit as u64).saturating_mul(4) {
+        let mut stream = body.into_data_stream();
+        let drain = async {
+            let mut read = 0u64;
+            while let Some(Ok(chunk)) = stream.next().await {
+                read += chunk.len() as u64;
+                if read > declared {
+                    break;
+                }
+            }
+        };
+        // A client that stops sending only costs the timeout.
+        let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
+    }
+    reject(
+        source,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("body declares {declared} bytes; the limit is {limit}"),
+    )
+    .into_response()
 }
 
 fn authorized(credential: &Credential, headers: &HeaderMap) -> bool {

@@ -264,3 +264,99 @@ async fn requests_over_the_rate_limit_get_429_and_are_counted() {
             >= 3
     );
 }
+
+/// Writes `head` and then `body` in pieces, as a client without
+/// `Expect: 100-continue` does, then reads one response: status line and body.
+async fn raw_exchange(
+    stream: &mut tokio::net::TcpStream,
+    head: &str,
+    body: &[u8],
+) -> (String, String) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    for piece in body.chunks(700) {
+        stream.write_all(piece).await.expect("write body");
+    }
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).await.expect("status line");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.expect("header line");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().expect("content-length");
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.expect("response body");
+    (
+        status.trim_end().to_owned(),
+        String::from_utf8(body).expect("utf-8"),
+    )
+}
+
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A client that writes its whole oversized body before reading gets the 413,
+/// not a broken pipe: the body is drained, so the connection even stays usable.
+#[tokio::test]
+async fn a_declared_oversize_body_is_drained_and_refused_with_413_over_a_socket() {
+    let log = Arc::new(MemoryLog::default());
+    let addr = serve(app(log.clone(), None)).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let before = metrics::REJECTED
+        .with_label_values(&["alertmanager", "too_large"])
+        .get();
+    let big = vec![b' '; 5000];
+    let head = format!(
+        "POST /ingest/alertmanager HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        big.len()
+    );
+    let (status, body) = raw_exchange(&mut stream, &head, &big).await;
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+    assert!(body.contains("\"too_large\""), "{body}");
+    assert!(body.contains("5000"), "{body}");
+    assert_eq!(
+        metrics::REJECTED
+            .with_label_values(&["alertmanager", "too_large"])
+            .get(),
+        before + 1
+    );
+    // The same connection carries the next request.
+    let head = format!(
+        "POST /ingest/alertmanager HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        ALERT.len()
+    );
+    let (status, body) = raw_exchange(&mut stream, &head, ALERT.as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(log.events.lock().expect("lock").len(), 1);
+}
+
+/// A body declared far over the limit is refused at once, without waiting for
+/// the body (the head alone is sent here).
+#[tokio::test]
+async fn a_body_declared_far_over_the_limit_is_refused_without_reading_it() {
+    let log = Arc::new(MemoryLog::default());
+    let addr = serve(app(log.clone(), None)).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = "POST /ingest/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n";
+    // Half the drain timeout: an answer only after a drain would miss it.
+    let exchange = raw_exchange(&mut stream, head, b"");
+    let (status, body) = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT / 2, exchange)
+        .await
+        .expect("answered without the body");
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large");
+    assert!(body.contains("\"too_large\""), "{body}");
+    assert!(log.events.lock().expect("lock").is_empty());
+}
