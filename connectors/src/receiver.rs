@@ -208,23 +208,13 @@ async fn guard(
         return resp;
     }
     let limit = state.config.max_body_bytes;
-    if let Some(declared) = declared_length(req.headers())
+    // hyper sets an exact size hint from a valid Content-Length.
+    if let Some(declared) = axum::body::HttpBody::size_hint(req.body()).exact()
         && declared > limit as u64
     {
         return refuse_declared_oversize(source, limit, declared, req.into_body()).await;
     }
     next.run(req).await
-}
-
-/// The body length a request declares, when it declares one.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// How long a declared-oversize body is read and discarded before the 413.
@@ -249,15 +239,8 @@ async fn refuse_declared_oversize(
     use futures::StreamExt as _;
     if declared <= (limit as u64).saturating_mul(4) {
         let mut stream = body.into_data_stream();
-        let drain = async {
-            let mut read = 0u64;
-            while let Some(Ok(chunk)) = stream.next().await {
-                read += chunk.len() as u64;
-                if read > declared {
-                    break;
-                }
-            }
-        };
+        // hyper ends the body at its declared length.
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
         // A client that stops sending only costs the timeout.
         let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIMEOUT, drain).await;
     }
